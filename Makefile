@@ -1,0 +1,29 @@
+# The two commands of the README. Both work on a fresh machine with python3 and make.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The run environment holds the service and the embedded database only: test tools stay out of it
+# (they slow the cold start, see STACK-NOTES).
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[embedded]' tox
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/hecate serve --dev --host 127.0.0.1 --port $${PORT:-8080}
+
+# tox builds its own environment with the test extras and runs pytest against real servers
+# (SecantusDB over TCP, uvicorn on free 127.0.0.1 ports) that the suite starts itself.
+test: install
+	$(BIN)/tox -e py -- $(ARGS)
+
+clean:
+	rm -rf $(VENV) .tox

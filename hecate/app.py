@@ -1,0 +1,181 @@
+"""create_app(settings=None): the Connexion FlaskApp, its middleware and the error mapping.
+
+Nothing happens at import time (on FaaS, import time is cold-start time): settings are read and
+clients registered inside create_app, and the database is dialled on the first query.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from connexion import FlaskApp
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import BadRequestProblem, ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from connexion.validators import JSONRequestBodyValidator, ParameterValidator
+from jsonschema import ValidationError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from .core import models
+from .core.errors import CODES, Problem, render
+from .core.settings import Settings
+from .handlers.security import SECURITY_MAP
+from .logs import configure_logging
+from .middleware import HecateMiddleware
+from .services import Services
+
+log = logging.getLogger("hecate")
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def spec_path() -> Path:
+    """openapi.yaml ships inside the wheel; in a source checkout it is the one at the root."""
+    packaged = Path(__file__).with_name("openapi.yaml")
+    return packaged if packaged.exists() else Path(__file__).parent.parent / "openapi.yaml"
+
+
+def _field(error: ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "body"
+
+
+def describe(error: ValidationError) -> str:
+    """A message a person can act on, that never echoes the submitted value (it may be a
+    password): jsonschema's own messages quote the instance."""
+    field = _field(error)
+    custom = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    if error.validator in {"required", "additionalProperties", "maxProperties"}:
+        if error.validator == "maxProperties":
+            return "The body must be an empty object."
+        return str(error.message)
+    if custom:
+        return f"{field} {custom}"
+    if error.validator == "type":
+        return f"{field} must be of type {error.validator_value}"
+    if error.validator in {"minLength", "maxLength"}:
+        bound = "at least" if error.validator == "minLength" else "at most"
+        return f"{field} must be {bound} {error.validator_value} characters long"
+    return f"{field} is not valid ({error.validator})"
+
+
+class SafeJSONBodyValidator(JSONRequestBodyValidator):
+    async def _parse(self, stream: Any, scope: Any) -> Any:
+        try:
+            return await super()._parse(stream, scope)
+        except UnicodeDecodeError:
+            raise Problem("malformed_request", "The request body is not valid UTF-8.") from None
+        except BadRequestProblem as error:
+            raise Problem("malformed_request", f"The request body is not valid JSON: "
+                          f"{error.detail}") from None
+
+    def _validate(self, body: Any) -> None:
+        if body is None:
+            if self._required:
+                raise Problem("validation_failed", "The request body must not be empty.")
+            return
+        errors = sorted(self._validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise Problem("validation_failed", describe(errors[0]))
+
+
+VALIDATOR_MAP = {
+    "parameter": ParameterValidator,
+    "body": MediaTypeDict({"*/*json": SafeJSONBodyValidator}),
+}
+
+_STATUS_CODES = {
+    400: "validation_failed",
+    401: "authentication_required",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def create_app(settings: Settings | None = None) -> FlaskApp:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    services = Services(settings)
+    if settings.mongodb_url:
+        models.connect(settings.mongodb_url, settings.mongodb_name, settings.mongodb_timeout_ms)
+
+    app = FlaskApp(
+        __name__,
+        specification_dir=str(spec_path().parent),
+        security_map=SECURITY_MAP,
+        validator_map=VALIDATOR_MAP,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+    )
+    app.add_api(spec_path().name, base_path=settings.api_path, strict_validation=True)
+    app.app.extensions["hecate"] = services
+    app.app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    # Order, outermost first: ours (log, limit, headers), CORS (so error answers carry CORS headers
+    # too and an SPA can read them), then Connexion's exception handling.
+    app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       allow_origins=list(settings.cors_origins), allow_credentials=True,
+                       allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
+                       allow_headers=["content-type"], max_age=600)
+    app.add_middleware(HecateMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       services=services)
+
+    fmt = settings.error_format
+
+    def respond(problem: Problem) -> ConnexionResponse:
+        status, headers, body = render(problem, fmt)
+        return ConnexionResponse(status_code=status, body=body, headers=headers,
+                                 mimetype=headers["Content-Type"].split(";")[0])
+
+    def on_problem(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        assert isinstance(error, Problem)
+        if error.status >= 500:
+            log.error("problem", extra={"code": error.code})
+        return respond(error)
+
+    def on_connexion_problem(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        assert isinstance(error, ProblemException)
+        code = _STATUS_CODES.get(error.status, "internal_error" if error.status >= 500
+                                 else "validation_failed")
+        detail = str(error.detail or CODES[code][1])
+        if error.status == 401:
+            detail = "Sign in first: the request carries no session cookie."
+        return respond(Problem(code, detail, status=error.status))
+
+    def on_http_exception(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        assert isinstance(error, HTTPException)
+        code = _STATUS_CODES.get(error.status_code, "validation_failed")
+        if error.status_code >= 500:
+            code = "internal_error"
+        detail = {404: "There is nothing at this path.",
+                  405: "This method is not allowed here."}.get(error.status_code,
+                                                               str(error.detail))
+        return respond(Problem(code, detail, status=error.status_code))
+
+    def on_database_error(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        if isinstance(error, OperationFailure) and not isinstance(error, ConnectionFailure):
+            log.error("database operation failed", extra={"error": type(error).__name__})
+        else:
+            log.warning("database unavailable", extra={"error": type(error).__name__})
+        return respond(Problem("service_unavailable",
+                               "The service is temporarily unavailable; please retry shortly.",
+                               headers={"Retry-After": RETRY_AFTER_SECONDS}))
+
+    def on_unexpected(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        log.error("unhandled error", exc_info=error)
+        return respond(Problem("internal_error", "An unexpected error occurred."))
+
+    app.add_error_handler(Problem, on_problem)
+    app.add_error_handler(ProblemException, on_connexion_problem)
+    app.add_error_handler(HTTPException, on_http_exception)
+    app.add_error_handler(PyMongoError, on_database_error)
+    app.add_error_handler(UnicodeDecodeError, lambda r, e: respond(
+        Problem("malformed_request", "The request is not valid UTF-8.")))
+    app.add_error_handler(Exception, on_unexpected)
+    return app

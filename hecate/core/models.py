@@ -1,0 +1,128 @@
+"""Storage: the MongoEngine documents and the database connection.
+
+The ``users`` collection keeps the field names of the Node original (``username``, ``email``,
+``hash``, ``verified``, ``allowMagicLogin``, ``sessions``) so its documents work unchanged; new
+fields are added next to them. Sessions live in their own collection, one document per sign-in,
+expired by a TTL index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+
+import mongoengine as me
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+ALIAS = "default"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def normalize_email(email: str) -> str:
+    return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+def normalize_username(username: str) -> str:
+    return unicodedata.normalize("NFKC", username).strip().lower()
+
+
+class User(me.Document):
+    meta = {
+        "collection": "users",
+        "strict": False,  # Node-era documents carry fields this model does not name
+        "auto_create_index": False,
+        "db_alias": ALIAS,
+    }
+
+    username = me.StringField(required=True)
+    email = me.StringField(required=True)
+    # Unique, case-insensitive keys. Sparse: documents written by the Node original lack them
+    # until their owner's next successful login fills them in.
+    email_normalized = me.StringField(db_field="emailNormalized")
+    username_normalized = me.StringField(db_field="usernameNormalized")
+    hash = me.StringField()
+    verified = me.BooleanField(default=False)
+    allow_magic_login = me.BooleanField(db_field="allowMagicLogin", default=False)
+    # Session ids of the Node original; only ever emptied (each is accepted once, then moved to
+    # the sessions collection).
+    sessions = me.ListField(me.StringField())
+    created_at = me.DateTimeField(db_field="createdAt")
+
+    def public(self) -> dict[str, object]:
+        """The only shape of a user that leaves the service."""
+        return {
+            "id": str(self.id),
+            "username": self.username,
+            "email": self.email,
+            "verified": bool(self.verified),
+        }
+
+
+class Session(me.Document):
+    meta = {
+        "collection": "sessions",
+        "auto_create_index": False,
+        "db_alias": ALIAS,
+    }
+
+    id = me.StringField(primary_key=True)
+    user_id = me.ObjectIdField(db_field="userId", required=True)
+    jti = me.StringField(required=True)
+    prev_jti = me.StringField(db_field="prevJti")
+    rotated_at = me.DateTimeField(db_field="rotatedAt")
+    created_at = me.DateTimeField(db_field="createdAt", required=True)
+    last_used_at = me.DateTimeField(db_field="lastUsedAt")
+    expires_at = me.DateTimeField(db_field="expiresAt", required=True)
+    absolute_expires_at = me.DateTimeField(db_field="absoluteExpiresAt", required=True)
+    remember = me.BooleanField(default=False)
+    user_agent = me.StringField(db_field="userAgent", default="")
+
+
+INDEXES: dict[type[me.Document], list[IndexModel]] = {
+    User: [
+        IndexModel([("emailNormalized", ASCENDING)], unique=True, sparse=True,
+                   name="emailNormalized_unique"),
+        IndexModel([("usernameNormalized", ASCENDING)], unique=True, sparse=True,
+                   name="usernameNormalized_unique"),
+        IndexModel([("email", ASCENDING)], name="email"),
+    ],
+    Session: [
+        IndexModel([("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_created"),
+        IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+}
+
+
+def connect(url: str, name: str, timeout_ms: int) -> None:
+    """Register the process-wide client, lazily: nothing is dialled until the first query, so a
+    service whose database is down still starts (FaaS cannot wait)."""
+    me.disconnect(alias=ALIAS)
+    me.connect(
+        db=name,
+        host=url,
+        alias=ALIAS,
+        connect=False,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms * 2, 10_000),
+        maxPoolSize=20,
+        retryWrites=False,
+    )
+
+
+def disconnect() -> None:
+    me.disconnect(alias=ALIAS)
+
+
+def ping() -> None:
+    me.get_db(ALIAS).client.admin.command("ping")
+
+
+def ensure_indexes() -> None:
+    for document, indexes in INDEXES.items():
+        document._get_collection().create_indexes(indexes)

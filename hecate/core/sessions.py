@@ -1,0 +1,187 @@
+"""Sessions, the only server state: one document per sign-in, checked on every refresh.
+
+Every change is a single atomic database operation; rotation is a compare-and-swap on the stored
+``jti``, so concurrent refreshes of one token cannot both win and no update is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from mongoengine.queryset.visitor import Q
+
+from .errors import Problem
+from .models import Session, User, utcnow
+from .settings import Settings
+from .tokens import RefreshClaims, new_id
+
+log = logging.getLogger("hecate.sessions")
+
+USER_AGENT_MAX = 256
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a session hands out: the refresh token's jti and its expiry."""
+
+    session_id: str
+    user_id: str
+    jti: str
+    expires_at: dt.datetime
+
+
+def object_id(value: str) -> ObjectId:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise Problem("invalid_token", "The token names no valid user.") from None
+
+
+def _grant(session: Session) -> Grant:
+    return Grant(session.id, str(session.user_id), session.jti, _aware(session.expires_at))
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+class Sessions:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _lifetime(self, remember: bool) -> dt.timedelta:
+        seconds = self.settings.extended_refresh_ttl if remember else self.settings.refresh_ttl
+        return dt.timedelta(seconds=seconds)
+
+    def create(self, user_id: ObjectId, *, remember: bool, user_agent: str = "") -> Grant:
+        now = utcnow()
+        absolute = now + dt.timedelta(seconds=self.settings.session_max_age)
+        session = Session(
+            id=new_id(),
+            user_id=user_id,
+            jti=new_id(),
+            created_at=now,
+            last_used_at=now,
+            expires_at=min(now + self._lifetime(remember), absolute),
+            absolute_expires_at=absolute,
+            remember=remember,
+            user_agent=(user_agent or "")[:USER_AGENT_MAX],
+        )
+        session.save(force_insert=True)
+        self._trim(user_id)
+        return _grant(session)
+
+    def _trim(self, user_id: ObjectId) -> None:
+        """At most MAX_SESSIONS per user: the oldest go first. Each login trims after its own
+        insert, so after concurrent logins the last trim sees every insert before it."""
+        surplus = [
+            s.id for s in Session.objects(user_id=user_id)
+            .order_by("-created_at").skip(self.settings.max_sessions).only("id")
+        ]
+        if surplus:
+            Session.objects(id__in=surplus).delete()
+
+    def rotate(self, claims: RefreshClaims) -> Grant:
+        """Exchange a refresh token for a new one. The previous token, presented again within
+        REFRESH_REUSE_GRACE seconds (two tabs refreshing at once), gets the current one; any other
+        reuse is treated as theft and ends the session."""
+        user_id = object_id(claims.user_id)
+        now = utcnow()
+        session = Session.objects(id=claims.session_id, user_id=user_id).first()
+        if session is None or _aware(session.expires_at) <= now:
+            raise Problem("session_ended", "This session has ended; please sign in again.")
+        if session.jti == claims.jti:
+            new_jti = new_id()
+            expires = min(now + self._lifetime(session.remember),
+                          _aware(session.absolute_expires_at))
+            rotated = Session.objects(id=session.id, jti=claims.jti).modify(
+                new=True,
+                set__jti=new_jti,
+                set__prev_jti=claims.jti,
+                set__rotated_at=now,
+                set__last_used_at=now,
+                set__expires_at=expires,
+            )
+            if rotated is not None:
+                return _grant(rotated)
+            # Another request rotated this token between our read and write.
+            session = Session.objects(id=claims.session_id, user_id=user_id).first()
+            if session is None:
+                raise Problem("session_ended", "This session has ended; please sign in again.")
+        rotated_at = _aware(session.rotated_at) if session.rotated_at else None
+        if (
+            session.prev_jti == claims.jti
+            and rotated_at is not None
+            and (now - rotated_at).total_seconds() <= self.settings.refresh_reuse_grace
+        ):
+            log.info("refresh token reused within grace", extra={"session_id": session.id})
+            return _grant(session)
+        Session.objects(id=session.id).delete()
+        log.warning("refresh token reuse detected; session revoked",
+                    extra={"session_id": session.id, "user_id": str(user_id)})
+        raise Problem("token_reused",
+                      "This refresh token was already used; the session has been ended.")
+
+    def adopt_legacy(self, claims: RefreshClaims, *, user_agent: str = "") -> Grant:
+        """A refresh token of the Node deployment: accepted once, if its session id is still
+        listed on the user, and turned into a session of the new kind."""
+        user_id = object_id(claims.user_id)
+        pulled = User.objects(id=user_id, sessions=claims.session_id).update_one(
+            pull__sessions=claims.session_id
+        )
+        if not pulled:
+            raise Problem("session_ended", "This session has ended; please sign in again.")
+        remaining = claims.expires_at - int(utcnow().timestamp())
+        log.info("adopted a session of the Node deployment", extra={"user_id": str(user_id)})
+        return self.create(user_id, remember=remaining > self.settings.refresh_ttl,
+                           user_agent=user_agent)
+
+    def check(self, claims: RefreshClaims) -> Session:
+        """The live session a refresh token belongs to (current or just-rotated token)."""
+        session = Session.objects(id=claims.session_id, user_id=object_id(claims.user_id)).first()
+        if (
+            session is None
+            or _aware(session.expires_at) <= utcnow()
+            or claims.jti not in {session.jti, session.prev_jti}
+        ):
+            raise Problem("session_ended", "This session has ended; please sign in again.")
+        return session
+
+    def end(self, claims: RefreshClaims) -> None:
+        """Logout: end this session if the token is one of its own; never fails."""
+        try:
+            user_id = object_id(claims.user_id)
+        except Problem:
+            return
+        if claims.jti is None:
+            User.objects(id=user_id).update_one(pull__sessions=claims.session_id)
+            return
+        Session.objects(
+            Q(jti=claims.jti) | Q(prev_jti=claims.jti), id=claims.session_id, user_id=user_id
+        ).delete()
+
+    def end_all(self, user_id: ObjectId, *, keep: str | None = None) -> int:
+        """End every session of a user (but ``keep``), Node-era ones included."""
+        User.objects(id=user_id).update_one(set__sessions=[])
+        query = Session.objects(user_id=user_id)
+        if keep:
+            query = query.filter(id__ne=keep)
+        return int(query.delete())
+
+    def renew(self, user_id: ObjectId, session_id: str | None, *, user_agent: str = "") -> Grant:
+        """Fresh cookies for the caller's own session (after a password change); a new session
+        if it has already gone."""
+        if session_id:
+            now = utcnow()
+            renewed = Session.objects(id=session_id, user_id=user_id,
+                                      expires_at__gt=now).modify(
+                new=True, set__jti=new_id(), set__prev_jti=None, set__rotated_at=now,
+                set__last_used_at=now,
+            )
+            if renewed is not None:
+                return _grant(renewed)
+        return self.create(user_id, remember=False, user_agent=user_agent)

@@ -1,0 +1,236 @@
+"""All of Hecate's settings, read from the environment once and validated at start.
+
+Names of the Node original's properties file are kept (JWT_SECRET, MONGODB_*, APP_*, LOG_LEVEL,
+PORT). Nothing else in the package reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote_plus, urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(name: str, value: str) -> int:
+    """'15m', '7d', '3600' -> seconds."""
+    match = _DURATION.match(value)
+    if not match:
+        raise SettingsError(f"{name}={value!r} is not a duration (use e.g. 900, 15m, 1h, 7d)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def _int(name: str, value: str, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise SettingsError(f"{name}={value!r} must be at least {minimum}")
+    return number
+
+
+def _origin(name: str, url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise SettingsError(f"{name}={url!r} is not an http(s) URL")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def build_mongodb_url(url: str, user: str, password: str) -> str:
+    """The original built ``mongodb+srv://USER:PASSWORD@URL`` when the URL had no scheme."""
+    if "://" in url:
+        return url
+    credentials = ""
+    if user:
+        credentials = f"{quote_plus(user)}:{quote_plus(password)}@"
+    return f"mongodb+srv://{credentials}{url}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    dev_mode: bool = False
+    data_dir: Path = Path(".hecate-data")
+
+    # Tokens
+    jwt_secrets: tuple[str, ...] = ()
+    jwt_issuer: str = "hecate"
+    access_ttl: int = 15 * 60
+    refresh_ttl: int = 60 * 60
+    extended_refresh_ttl: int = 7 * 86400
+    session_max_age: int = 30 * 86400
+    refresh_reuse_grace: int = 10
+    max_sessions: int = 10
+    legacy_refresh_tokens: bool = True
+
+    # Database (empty mongodb_url + dev mode = embedded SecantusDB)
+    mongodb_url: str = ""
+    mongodb_name: str = "hecate"
+    mongodb_timeout_ms: int = 5000
+
+    # Cookies and browsers
+    cookie_samesite: str = "None"
+    cookie_domain: str | None = None
+    public_base_path: str = ""
+    cors_origins: tuple[str, ...] = ()
+
+    # Application
+    app_name: str = "Hecate"
+    app_email: str = "no-reply@localhost"
+    app_url: str = "http://localhost:4200"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    error_format: str = "json"
+    max_body_bytes: int = 64 * 1024
+    mail_transport: str = "console"
+
+    @property
+    def jwt_secret(self) -> str:
+        return self.jwt_secrets[0]
+
+    @property
+    def api_path(self) -> str:
+        return f"{self.public_base_path}/api"
+
+    @property
+    def refresh_cookie_path(self) -> str:
+        return f"{self.api_path}/auth"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); raise SettingsError naming the
+        variable on any problem."""
+        env = os.environ if env is None else env
+        get = env.get
+        dev_mode = _bool("HECATE_DEV", get("HECATE_DEV", "false")) if dev is None else dev
+        data_dir = Path(get("HECATE_DATA_DIR", ".hecate-data"))
+
+        secrets_raw = get("JWT_SECRET", "")
+        jwt_secrets = tuple(s for s in secrets_raw.split() if s)
+        if not jwt_secrets:
+            if not dev_mode:
+                raise SettingsError(
+                    "JWT_SECRET is not set: give it a random value of at least 32 bytes "
+                    "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                )
+            jwt_secrets = (_dev_secret(data_dir),)
+        for secret in jwt_secrets:
+            if len(secret.encode()) < 32 and not dev_mode:
+                raise SettingsError("JWT_SECRET is shorter than 32 bytes: use a longer random value")
+
+        samesite = get("COOKIE_SAMESITE", "Lax" if dev_mode else "None").strip().capitalize()
+        if samesite not in {"Lax", "Strict", "None"}:
+            raise SettingsError(f"COOKIE_SAMESITE={samesite!r} must be Lax, Strict or None")
+
+        base_path = get("PUBLIC_BASE_PATH", "").strip().rstrip("/")
+        if base_path and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", base_path):
+            raise SettingsError(f"PUBLIC_BASE_PATH={base_path!r} must look like /prefix")
+
+        app_url = get("APP_URL", "").strip()
+        if not app_url:
+            if not dev_mode:
+                raise SettingsError("APP_URL is not set: the URL of your SPA (mail links, CORS)")
+            app_url = "http://localhost:4200"
+        app_origin = _origin("APP_URL", app_url)
+
+        origins_raw = get("CORS_ORIGINS", "").replace(",", " ").split()
+        if "*" in origins_raw:
+            raise SettingsError(
+                "CORS_ORIGINS='*' is refused: credentials (cookies) need explicit origins"
+            )
+        cors_origins = tuple(_origin("CORS_ORIGINS", o) for o in origins_raw) or (app_origin,)
+
+        error_format = get("ERROR_FORMAT", "json").strip().lower()
+        if error_format not in {"json", "text"}:
+            raise SettingsError(f"ERROR_FORMAT={error_format!r} must be json or text")
+
+        log_level = get("LOG_LEVEL", "info").strip().upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError(f"LOG_LEVEL={log_level!r} must be debug, info, warning or error")
+
+        durations = {
+            "access_ttl": ("JWT_ACCESS_TTL", "15m"),
+            "refresh_ttl": ("JWT_REFRESH_TTL", "1h"),
+            "extended_refresh_ttl": ("JWT_EXTENDED_REFRESH_TTL", "7d"),
+            "session_max_age": ("SESSION_MAX_AGE", "30d"),
+            "refresh_reuse_grace": ("REFRESH_REUSE_GRACE", "10"),
+        }
+        parsed = {key: parse_duration(name, get(name, default)) for key, (name, default) in
+                  durations.items()}
+        for key in ("access_ttl", "refresh_ttl", "extended_refresh_ttl", "session_max_age"):
+            if parsed[key] <= 0:
+                raise SettingsError(f"{durations[key][0]} must be longer than 0 seconds")
+
+        return cls(
+            dev_mode=dev_mode,
+            data_dir=data_dir,
+            jwt_secrets=jwt_secrets,
+            jwt_issuer=get("JWT_ISSUER", "hecate"),
+            max_sessions=_int("MAX_SESSIONS", get("MAX_SESSIONS", "10"), minimum=1),
+            legacy_refresh_tokens=_bool(
+                "LEGACY_REFRESH_TOKENS", get("LEGACY_REFRESH_TOKENS", "true")
+            ),
+            mongodb_url=build_mongodb_url(
+                get("MONGODB_URL", "").strip(), get("MONGODB_USER", ""),
+                get("MONGODB_PASSWORD", ""),
+            ) if get("MONGODB_URL", "").strip() else "",
+            mongodb_name=get("MONGODB_NAME", "hecate"),
+            mongodb_timeout_ms=_int(
+                "MONGODB_TIMEOUT_MS", get("MONGODB_TIMEOUT_MS", "5000"), minimum=100
+            ),
+            cookie_samesite=samesite,
+            cookie_domain=get("COOKIE_DOMAIN", "").strip() or None,
+            public_base_path=base_path,
+            cors_origins=cors_origins,
+            app_name=get("APP_NAME", "Hecate"),
+            app_email=get("APP_EMAIL", "no-reply@localhost"),
+            app_url=app_url.rstrip("/"),
+            host=get("HOST", "127.0.0.1"),
+            port=_int("PORT", get("PORT", "8080"), minimum=0),
+            log_level=log_level,
+            error_format=error_format,
+            max_body_bytes=_int("MAX_BODY_BYTES", get("MAX_BODY_BYTES", "65536"), minimum=1024),
+            mail_transport=get("MAIL_TRANSPORT", "console"),
+            **parsed,
+        )
+
+    def require_database(self) -> None:
+        if not self.mongodb_url and not self.dev_mode:
+            raise SettingsError(
+                "MONGODB_URL is not set: point it at your MongoDB "
+                "(the embedded database is only started in development mode, --dev)"
+            )
+
+
+def _dev_secret(data_dir: Path) -> str:
+    """Development mode keeps a generated secret in the data dir, so restarts keep sessions."""
+    path = data_dir / "jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret

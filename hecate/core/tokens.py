@@ -1,0 +1,151 @@
+"""What a token is: JWT encoding and verification for access and refresh tokens.
+
+Downstream services hold the signing secret, so they can mint any JWT: only the access token is
+meant for them. A refresh token is worthless without the server-side session that stores its
+``jti`` (see sessions.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .errors import Problem
+from .settings import Settings
+
+ALGORITHM = "HS256"
+# Far above any token Hecate issues; refuse to even parse larger input.
+MAX_TOKEN_LENGTH = 4096
+
+
+def new_id(nbytes: int = 18) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    session_id: str | None
+    verified: bool
+
+
+@dataclass(frozen=True)
+class RefreshClaims:
+    user_id: str
+    session_id: str
+    jti: str | None  # None: a refresh token issued by the Node original
+    expires_at: int
+
+
+class TokenService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.settings.jwt_secret, algorithm=ALGORITHM)
+
+    def _decode(self, token: str, **options: Any) -> dict[str, Any]:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise Problem("invalid_token", "The token is malformed.")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Problem("invalid_token", "The token is malformed.") from None
+        if header.get("alg") != ALGORITHM:
+            raise Problem("invalid_token", "The token is signed with an unexpected algorithm.")
+        last_error: jwt.PyJWTError | None = None
+        for secret in self.settings.jwt_secrets:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token, secret, algorithms=[ALGORITHM], options={"require": ["exp"]},
+                    **options,
+                )
+                return claims
+            except jwt.InvalidSignatureError as error:
+                last_error = error
+                continue
+            except jwt.ExpiredSignatureError:
+                raise Problem("invalid_token", "The token has expired.") from None
+            except jwt.PyJWTError:
+                raise Problem("invalid_token", "The token is invalid.") from None
+        del last_error
+        raise Problem("invalid_token", "The token signature is invalid.")
+
+    # Access tokens -------------------------------------------------------------------------
+    def issue_access(self, user_id: str, session_id: str, verified: bool) -> tuple[str, int]:
+        now = int(time.time())
+        ttl = self.settings.access_ttl
+        token = self._encode({
+            "id": user_id,  # the original's downstream snippet reads payload.id
+            "sub": user_id,
+            "sid": session_id,
+            "verified": verified,
+            "type": "access",
+            "iss": self.settings.jwt_issuer,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": new_id(12),
+        })
+        return token, ttl
+
+    def verify_access(self, token: str) -> AccessClaims:
+        claims = self._decode(token, issuer=self.settings.jwt_issuer)
+        if claims.get("type") != "access":
+            raise Problem("invalid_token", "This is not an access token.")
+        user_id = claims.get("sub")
+        if not isinstance(user_id, str) or not user_id:
+            raise Problem("invalid_token", "The token names no user.")
+        sid = claims.get("sid")
+        return AccessClaims(user_id, sid if isinstance(sid, str) else None,
+                            bool(claims.get("verified")))
+
+    # Refresh tokens ------------------------------------------------------------------------
+    def issue_refresh(self, user_id: str, session_id: str, jti: str, expires_at: int) -> str:
+        return self._encode({
+            "id": user_id,
+            "session": session_id,
+            "type": "refresh",
+            "iss": self.settings.jwt_issuer,
+            "iat": int(time.time()),
+            "exp": expires_at,
+            "jti": jti,
+        })
+
+    def verify_refresh(self, token: str) -> RefreshClaims:
+        claims = self._decode(token)
+        if claims.get("type") != "refresh":
+            raise Problem("invalid_token", "This is not a refresh token.")
+        user_id, session_id, jti = claims.get("id"), claims.get("session"), claims.get("jti")
+        if not isinstance(user_id, str) or not isinstance(session_id, str):
+            raise Problem("invalid_token", "The token names no session.")
+        if jti is None and "iss" not in claims:
+            # Issued by the Node deployment: accepted once each (see sessions.adopt_legacy).
+            if not self.settings.legacy_refresh_tokens:
+                raise Problem("invalid_token", "Refresh tokens of the old service are refused.")
+            return RefreshClaims(user_id, session_id, None, int(claims["exp"]))
+        if claims.get("iss") != self.settings.jwt_issuer or not isinstance(jti, str):
+            raise Problem("invalid_token", "The token was not issued by this service.")
+        return RefreshClaims(user_id, session_id, jti, int(claims["exp"]))
+
+
+def parse_cookie_header(header: str | None) -> dict[str, str]:
+    """Lenient Cookie header parsing: an unrelated malformed cookie must not hide ours or crash
+    the request (http.cookies.SimpleCookie gives up on the whole header). The first occurrence of
+    a name wins, as browsers send the most specific path first."""
+    cookies: dict[str, str] = {}
+    if not header:
+        return cookies
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        if not sep:
+            continue
+        name, value = name.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if name and name not in cookies:
+            cookies[name] = value
+    return cookies

@@ -1,0 +1,117 @@
+"""The rules of the user lifecycle: register, authenticate, change password, delete."""
+
+from __future__ import annotations
+
+import logging
+
+from bson import ObjectId
+from mongoengine.errors import NotUniqueError
+from mongoengine.queryset.visitor import Q
+
+from . import passwords
+from .errors import Problem
+from .models import User, normalize_email, normalize_username, utcnow
+from .sessions import object_id
+
+log = logging.getLogger("hecate.users")
+
+
+def _taken(error: NotUniqueError) -> Problem:
+    if "username" in str(error):
+        return Problem("username_taken", "This username is already taken.")
+    return Problem("email_taken", "An account with this email address already exists.")
+
+
+def _legacy_email(email: str) -> Q:
+    # Documents written by the Node original have no normalized key yet; their email is compared
+    # case-insensitively (an anchored, escaped regex).
+    return Q(email_normalized__exists=False, email__iexact=email.strip())
+
+
+def find_by_email(email: str) -> User | None:
+    return User.objects(Q(email_normalized=normalize_email(email)) | _legacy_email(email)).first()
+
+
+def get(user_id: str) -> User:
+    user = User.objects(id=object_id(user_id)).first()
+    if user is None:
+        raise Problem("session_ended", "This account no longer exists.")
+    return user
+
+
+def register(username: str, email: str, password: str) -> User:
+    if User.objects(
+        Q(username_normalized=normalize_username(username))
+        | Q(username_normalized__exists=False, username__iexact=username)
+    ).first():
+        raise Problem("username_taken", "This username is already taken.")
+    if find_by_email(email):
+        raise Problem("email_taken", "An account with this email address already exists.")
+    user = User(
+        username=username,
+        email=email.strip(),
+        email_normalized=normalize_email(email),
+        username_normalized=normalize_username(username),
+        hash=passwords.hash_password(password),
+        verified=False,
+        allow_magic_login=False,
+        sessions=[],
+        created_at=utcnow(),
+    )
+    try:
+        # The unique indexes are the real guard: two racing registrations cannot both land.
+        user.save(force_insert=True)
+    except NotUniqueError as error:
+        raise _taken(error) from None
+    return user
+
+
+def authenticate(email: str, password: str) -> User:
+    """The user, or 401 invalid_credentials for an unknown email and a wrong password alike
+    (same answer, same time: an unknown email is checked against a dummy hash)."""
+    user = find_by_email(email)
+    ok, new_hash = passwords.verify_password(password, user.hash if user else None)
+    if user is None or not ok:
+        raise Problem("invalid_credentials", "Invalid email or password.")
+    if new_hash or user.email_normalized is None:
+        _upgrade(user, new_hash)
+    return user
+
+
+def _upgrade(user: User, new_hash: str | None) -> None:
+    """Rehash old hashes (bcrypt from the Node era) and give Node-era documents their
+    normalized keys, guarded on the hash we verified so a concurrent change is not overwritten."""
+    updates: dict[str, object] = {}
+    if new_hash:
+        updates["set__hash"] = new_hash
+    if user.email_normalized is None:
+        updates["set__email_normalized"] = normalize_email(user.email)
+        updates["set__username_normalized"] = normalize_username(user.username)
+    try:
+        User.objects(id=user.id, hash=user.hash).update_one(**updates)
+    except NotUniqueError:
+        # Another account differs only in case (possible in Node-era data); `hecate check`
+        # reports it. Keep the rehash, skip the keys.
+        log.warning("normalized key collision for a Node-era user", extra={"user_id": str(user.id)})
+        if new_hash:
+            User.objects(id=user.id, hash=user.hash).update_one(set__hash=new_hash)
+
+
+def check_password(user: User, password: str) -> None:
+    ok, _ = passwords.verify_password(password, user.hash)
+    if not ok:
+        # 403, not 401: SPAs answer a 401 by refreshing and retrying the call.
+        raise Problem("wrong_password", "The password is not correct.")
+
+
+def change_password(user: User, old_password: str, new_password: str) -> None:
+    check_password(user, old_password)
+    changed = User.objects(id=user.id, hash=user.hash).update_one(
+        set__hash=passwords.hash_password(new_password)
+    )
+    if not changed:
+        raise Problem("wrong_password", "The password was changed meanwhile; please try again.")
+
+
+def delete(user_id: ObjectId) -> None:
+    User.objects(id=user_id).delete()

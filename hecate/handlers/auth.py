@@ -1,0 +1,55 @@
+"""auth tag: login, refresh, logout, invalidate."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import flask
+
+from ..core import users
+from ..core.errors import Problem
+from ..core.tokens import RefreshClaims
+from .cookies import REFRESH, services, signed_in, signed_out, user_agent
+
+log = logging.getLogger("hecate.auth")
+
+
+def login(body: dict[str, Any]) -> flask.Response:
+    user = users.authenticate(body["email"], body["password"])
+    grant = services().sessions.create(
+        user.id, remember=bool(body.get("rememberMe")), user_agent=user_agent()
+    )
+    return signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
+
+
+def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> flask.Response:
+    claims: RefreshClaims = token_info["refresh"]
+    sessions = services().sessions
+    if claims.jti is None:
+        grant = sessions.adopt_legacy(claims, user_agent=user_agent())
+    else:
+        grant = sessions.rotate(claims)
+    user = users.get(claims.user_id)
+    return signed_in({"message": "Session refreshed.", "user": user.public()}, 200, user, grant)
+
+
+def logout(body: dict[str, Any] | None = None, **_: Any) -> flask.Response:
+    token = flask.request.cookies.get(REFRESH)
+    if token:
+        try:
+            services().sessions.end(services().tokens.verify_refresh(token))
+        except Problem:
+            pass  # expired, tampered or already ended: logging out is still a success
+    return signed_out({"message": "Signed out."})
+
+
+def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> flask.Response:
+    claims: RefreshClaims = token_info["refresh"]
+    sessions = services().sessions
+    if claims.jti is not None:
+        sessions.check(claims)
+    user = users.get(claims.user_id)
+    ended = sessions.end_all(user.id)
+    log.info("all sessions ended", extra={"user_id": str(user.id), "count": ended})
+    return signed_out({"message": "Signed out of all devices."})

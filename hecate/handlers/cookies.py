@@ -1,0 +1,60 @@
+"""How a token travels: the two HttpOnly cookies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+
+from ..core.models import User, utcnow
+from ..core.sessions import Grant
+from ..services import Services
+
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+def services() -> Services:
+    hecate: Services = flask.current_app.extensions["hecate"]
+    return hecate
+
+
+def user_agent() -> str:
+    return flask.request.headers.get("User-Agent", "")
+
+
+def _set(response: flask.Response, name: str, value: str, max_age: int, path: str) -> None:
+    settings = services().settings
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        domain=settings.cookie_domain,
+        # Secure always: browsers accept it on http://localhost, and refuse SameSite=None without it.
+        secure=True,
+        httponly=True,
+        samesite=settings.cookie_samesite,
+    )
+
+
+def signed_in(body: dict[str, Any], status: int, user: User, grant: Grant) -> flask.Response:
+    """A JSON answer that carries fresh access and refresh cookies for ``grant``."""
+    hecate = services()
+    access, access_ttl = hecate.tokens.issue_access(str(user.id), grant.session_id,
+                                                    bool(user.verified))
+    refresh = hecate.tokens.issue_refresh(str(user.id), grant.session_id, grant.jti,
+                                          int(grant.expires_at.timestamp()))
+    refresh_ttl = max(int((grant.expires_at - utcnow()).total_seconds()), 0)
+    response = flask.make_response(flask.jsonify(body), status)
+    _set(response, ACCESS, access, access_ttl, "/")
+    _set(response, REFRESH, refresh, refresh_ttl, hecate.settings.refresh_cookie_path)
+    return response
+
+
+def signed_out(body: dict[str, Any], status: int = 200) -> flask.Response:
+    response = flask.make_response(flask.jsonify(body), status)
+    _set(response, ACCESS, "", 0, "/")
+    _set(response, REFRESH, "", 0, services().settings.refresh_cookie_path)
+    return response
+
