@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(dev=args.dev)
         if args.command == "serve":
+            settings.require_mail()
             overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
             return serve(dataclasses.replace(settings, **overrides))
         return check(settings)

@@ -207,6 +207,7 @@ def test_settings(database: Database, db_name: str, **env: str) -> Settings:
         "APP_URL": "http://localhost:4200",
         "LOG_LEVEL": "warning",
         "MONGODB_TIMEOUT_MS": "3000",
+        "MAIL_TRANSPORT": "console",
     }
     base.update(env)
     return Settings.from_env(base)

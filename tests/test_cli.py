@@ -18,7 +18,7 @@ from conftest import PASSWORD, ROOT, TEST_SECRET, Database, free_port
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in {"MONGODB_URL", "JWT_SECRET", "HECATE_DEV", "APP_URL"}}
+           if k not in {"MONGODB_URL", "JWT_SECRET", "HECATE_DEV", "APP_URL", "MAIL_TRANSPORT"}}
     env.update(extra)
     return env
 
@@ -97,7 +97,7 @@ def _hecate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_serve_outside_dev_mode_refuses_without_mongodb_url(tmp_path: Path) -> None:
     result = _hecate("serve", JWT_SECRET=TEST_SECRET, APP_URL="https://app.example",
-                     HECATE_DATA_DIR=str(tmp_path))
+                     HECATE_DATA_DIR=str(tmp_path), MAIL_TRANSPORT="console")
     assert result.returncode == 2
     assert "MONGODB_URL" in result.stderr
 
@@ -110,11 +110,17 @@ def test_serve_outside_dev_mode_refuses_a_missing_or_short_secret() -> None:
     assert result.returncode == 2 and "32 bytes" in result.stderr
 
 
+def test_serve_outside_dev_mode_refuses_without_a_mail_transport() -> None:
+    result = _hecate("serve", MONGODB_URL="mongodb://127.0.0.1:1", APP_URL="https://a.example",
+                     JWT_SECRET=TEST_SECRET)
+    assert result.returncode == 2 and "MAIL_TRANSPORT" in result.stderr
+
+
 def test_serve_with_mongodb_url_and_check_reports_node_era_duplicates(
     database: Database, db_name: str, mongo: pymongo.database.Database
 ) -> None:
     env = {"MONGODB_URL": database.url, "MONGODB_NAME": db_name, "JWT_SECRET": TEST_SECRET,
-           "APP_URL": "https://app.example"}
+           "APP_URL": "https://app.example", "MAIL_TRANSPORT": "console"}
     result = _hecate("check", **env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "indexes are in place" in result.stdout

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import quote_plus, urlsplit
 
@@ -103,7 +103,24 @@ class Settings:
     log_level: str = "INFO"
     error_format: str = "json"
     max_body_bytes: int = 64 * 1024
-    mail_transport: str = "console"
+
+    # Mail
+    mail_transport: str = ""
+    mail_templates_dir: Path | None = None
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_pass: str = ""
+    smtp_security: str = "starttls"
+    smtp_timeout: int = 10
+    smtp_ca_file: str | None = None
+    mailjet_api_url: str = "https://api.mailjet.com"
+    mj_apikey_public: str = ""
+    mj_apikey_private: str = ""
+    verify_path: str = "/verify"
+    reset_path: str = "/password-reset"
+    magic_path: str = "/token-login"
+    email_change_cancel_path: str = "/email-change/cancel"
 
     @property
     def jwt_secret(self) -> str:
@@ -211,9 +228,16 @@ class Settings:
             log_level=log_level,
             error_format=error_format,
             max_body_bytes=_int("MAX_BODY_BYTES", get("MAX_BODY_BYTES", "65536"), minimum=1024),
-            mail_transport=get("MAIL_TRANSPORT", "console"),
+            **_mail_settings(get, dev_mode),
             **parsed,
         )
+
+    def require_mail(self) -> None:
+        if not self.mail_transport:
+            raise SettingsError(
+                "MAIL_TRANSPORT is not set: smtp (SMTP_HOST...), mailjet (MJ_APIKEY_...), "
+                "console (development only: prints links) or package.module:ClassName"
+            )
 
     def require_database(self) -> None:
         if not self.mongodb_url and not self.dev_mode:
@@ -221,6 +245,57 @@ class Settings:
                 "MONGODB_URL is not set: point it at your MongoDB "
                 "(the embedded database is only started in development mode, --dev)"
             )
+
+
+def _mail_settings(get: Callable[[str, str], str], dev_mode: bool) -> dict[str, object]:
+    transport = get("MAIL_TRANSPORT", "console" if dev_mode else "").strip()
+    if not transport:
+        # The original chose Mailjet when its keys were set, SMTP otherwise.
+        # Outside dev mode nothing is assumed: `hecate serve` refuses to start without a transport
+        # (the console transport prints links with live tokens).
+        transport = "mailjet" if get("MJ_APIKEY_PUBLIC", "") else (
+            "smtp" if get("SMTP_HOST", "") else ("console" if dev_mode else ""))
+    security = get("SMTP_SECURITY", "starttls").strip().lower()
+    if security not in {"starttls", "ssl", "none"}:
+        raise SettingsError(f"SMTP_SECURITY={security!r} must be starttls, ssl or none")
+    if transport == "smtp" and not get("SMTP_HOST", ""):
+        raise SettingsError("SMTP_HOST is not set (MAIL_TRANSPORT=smtp)")
+    if transport == "mailjet" and not (get("MJ_APIKEY_PUBLIC", "") and
+                                       get("MJ_APIKEY_PRIVATE", "")):
+        raise SettingsError("MJ_APIKEY_PUBLIC and MJ_APIKEY_PRIVATE are needed "
+                            "(MAIL_TRANSPORT=mailjet)")
+    if transport not in {"", "console", "smtp", "mailjet"} and ":" not in transport:
+        raise SettingsError(f"MAIL_TRANSPORT={transport!r} must be console, smtp, mailjet or "
+                            "package.module:ClassName")
+    paths = {}
+    for key, name, default in (("verify_path", "MAIL_VERIFY_PATH", "/verify"),
+                               ("reset_path", "MAIL_RESET_PATH", "/password-reset"),
+                               ("magic_path", "MAIL_MAGIC_LOGIN_PATH", "/token-login"),
+                               ("email_change_cancel_path", "MAIL_EMAIL_CHANGE_CANCEL_PATH",
+                                "/email-change/cancel")):
+        value = get(name, default).strip()
+        if not value.startswith("/"):
+            raise SettingsError(f"{name}={value!r} must start with /")
+        paths[key] = value
+    templates = get("MAIL_TEMPLATES_DIR", "").strip()
+    if templates and not Path(templates).is_dir():
+        raise SettingsError(f"MAIL_TEMPLATES_DIR={templates!r} is not a directory")
+    return {
+        "mail_transport": transport,
+        "mail_templates_dir": Path(templates) if templates else None,
+        "smtp_host": get("SMTP_HOST", "").strip(),
+        "smtp_port": _int("SMTP_PORT", get("SMTP_PORT", "465" if security == "ssl" else "587"),
+                          minimum=1),
+        "smtp_user": get("SMTP_USER", ""),
+        "smtp_pass": get("SMTP_PASS", ""),
+        "smtp_security": security,
+        "smtp_timeout": _int("SMTP_TIMEOUT", get("SMTP_TIMEOUT", "10"), minimum=1),
+        "smtp_ca_file": get("SMTP_CA_FILE", "").strip() or None,
+        "mailjet_api_url": get("MAILJET_API_URL", "https://api.mailjet.com").rstrip("/"),
+        "mj_apikey_public": get("MJ_APIKEY_PUBLIC", ""),
+        "mj_apikey_private": get("MJ_APIKEY_PRIVATE", ""),
+        **paths,
+    }
 
 
 def _dev_secret(data_dir: Path) -> str:
