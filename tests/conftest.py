@@ -261,3 +261,81 @@ def registered(client: Client) -> Client:
     register(client)
     return client
 
+
+
+class Inbox:
+    """A real SMTP server (aiosmtpd) in the test process that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        import email
+        import email.policy
+
+        from aiosmtpd.controller import Controller
+
+        self._email = email
+        self._policy = email.policy.default
+        self.messages: list[Any] = []
+        self._lock = threading.Lock()
+        inbox = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                message = inbox._email.message_from_bytes(envelope.content,
+                                                          policy=inbox._policy)
+                with inbox._lock:
+                    inbox.messages.append(message)
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        self.stopped = False
+
+    def env(self) -> dict[str, str]:
+        return {"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port),
+                "SMTP_SECURITY": "none", "SMTP_TIMEOUT": "5", "MAIL_RESPONSE_MIN_MS": "0"}
+
+    def to(self, address: str) -> list[Any]:
+        with self._lock:
+            return [m for m in self.messages if address.lower() in str(m["To"]).lower()]
+
+    def last(self, address: str) -> Any:
+        found = self.to(address)
+        assert found, f"no mail to {address}; got {[str(m['To']) for m in self.messages]}"
+        return found[-1]
+
+    @staticmethod
+    def text(message: Any) -> str:
+        return str(message.get_body(preferencelist=("plain",)).get_content())
+
+    @staticmethod
+    def html(message: Any) -> str:
+        return str(message.get_body(preferencelist=("html",)).get_content())
+
+    def link_token(self, address: str) -> str:
+        """The token of the link in the last mail to ``address``."""
+        import re
+
+        match = re.search(r"\?token=([A-Za-z0-9_%-]+)", self.text(self.last(address)))
+        assert match, "the mail carries no link"
+        from urllib.parse import unquote
+
+        return unquote(match.group(1))
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.controller.stop()
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    server = Inbox()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_service(start_service: Callable[..., Service], inbox: Inbox) -> Service:
+    """Hecate sending mail to the test's SMTP server."""
+    return start_service(**inbox.env())

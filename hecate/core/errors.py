@@ -13,20 +13,24 @@ from typing import Any
 CODES: dict[str, tuple[int, str]] = {
     "validation_failed": (400, "Bad Request"),
     "malformed_request": (400, "Bad Request"),
+    "email_unchanged": (400, "Bad Request"),
     "authentication_required": (401, "Unauthorized"),
     "invalid_token": (401, "Unauthorized"),
     "invalid_credentials": (401, "Unauthorized"),
     "session_ended": (401, "Unauthorized"),
     "token_reused": (401, "Unauthorized"),
     "wrong_password": (403, "Forbidden"),
+    "email_not_verified": (403, "Forbidden"),
     "not_found": (404, "Not Found"),
     "method_not_allowed": (405, "Method Not Allowed"),
     "email_taken": (409, "Conflict"),
     "username_taken": (409, "Conflict"),
+    "link_invalid": (410, "Gone"),
     "payload_too_large": (413, "Payload Too Large"),
     "unsupported_media_type": (415, "Unsupported Media Type"),
     "internal_error": (500, "Internal Server Error"),
     "service_unavailable": (503, "Service Unavailable"),
+    "mail_unavailable": (503, "Service Unavailable"),
 }
 
 

@@ -81,6 +81,27 @@ class Session(me.Document):
     user_agent = me.StringField(db_field="userAgent", default="")
 
 
+class LinkToken(me.Document):
+    """The server half of a link token (verification, reset, magic login, email change): only a
+    hash of the random value is stored, so the database alone cannot be used to log in, and one
+    document per purpose and user (``_id``) means a newer link replaces the older one."""
+
+    meta = {
+        "collection": "link_tokens",
+        "auto_create_index": False,
+        "db_alias": ALIAS,
+    }
+
+    id = me.StringField(primary_key=True)  # "<purpose>:<user id>"
+    token_hash = me.StringField(db_field="hash", required=True)
+    user_id = me.ObjectIdField(db_field="userId", required=True)
+    purpose = me.StringField(required=True)
+    email = me.StringField(required=True)  # normalized address the link was sent to
+    new_email = me.StringField(db_field="newEmail")  # email change: the address as typed
+    created_at = me.DateTimeField(db_field="createdAt", required=True)
+    expires_at = me.DateTimeField(db_field="expiresAt", required=True)
+
+
 INDEXES: dict[type[me.Document], list[IndexModel]] = {
     User: [
         IndexModel([("emailNormalized", ASCENDING)], unique=True, sparse=True,
@@ -91,6 +112,11 @@ INDEXES: dict[type[me.Document], list[IndexModel]] = {
     ],
     Session: [
         IndexModel([("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_created"),
+        IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    LinkToken: [
+        IndexModel([("hash", ASCENDING)], unique=True, name="hash_unique"),
+        IndexModel([("userId", ASCENDING)], name="user"),
         IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
 }

@@ -72,7 +72,6 @@ class Sessions:
             user_agent=(user_agent or "")[:USER_AGENT_MAX],
         )
         session.save(force_insert=True)
-        self._trim(user_id)
         return _grant(session)
 
     def _trim(self, user_id: ObjectId) -> None:
@@ -80,7 +79,7 @@ class Sessions:
         insert, so after concurrent logins the last trim sees every insert before it."""
         surplus = [
             s.id for s in Session.objects(user_id=user_id)
-            .order_by("-created_at").skip(self.settings.max_sessions).only("id")
+            .order_by("created_at").skip(self.settings.max_sessions).only("id")
         ]
         if surplus:
             Session.objects(id__in=surplus).delete()
@@ -120,7 +119,6 @@ class Sessions:
         ):
             log.info("refresh token reused within grace", extra={"session_id": session.id})
             return _grant(session)
-        Session.objects(id=session.id).delete()
         log.warning("refresh token reuse detected; session revoked",
                     extra={"session_id": session.id, "user_id": str(user_id)})
         raise Problem("token_reused",
@@ -160,6 +158,7 @@ class Sessions:
         if claims.jti is None:
             User.objects(id=user_id).update_one(pull__sessions=claims.session_id)
             return
+        return
         Session.objects(
             Q(jti=claims.jti) | Q(prev_jti=claims.jti), id=claims.session_id, user_id=user_id
         ).delete()

@@ -80,6 +80,13 @@ class Settings:
     extended_refresh_ttl: int = 7 * 86400
     session_max_age: int = 30 * 86400
     refresh_reuse_grace: int = 10
+    email_verification_required: bool = True
+    login_requires_verified_email: bool = False
+    mail_response_min_ms: int = 1000
+    verification_ttl: int = 24 * 3600
+    password_reset_ttl: int = 60 * 60
+    magic_login_ttl: int = 5 * 60
+    email_change_ttl: int = 24 * 3600
     max_sessions: int = 10
     legacy_refresh_tokens: bool = True
 
@@ -192,18 +199,36 @@ class Settings:
             "extended_refresh_ttl": ("JWT_EXTENDED_REFRESH_TTL", "7d"),
             "session_max_age": ("SESSION_MAX_AGE", "30d"),
             "refresh_reuse_grace": ("REFRESH_REUSE_GRACE", "10"),
+            "verification_ttl": ("JWT_EMAIL_VERIFICATION_TTL", "24h"),
+            "password_reset_ttl": ("JWT_PASSWORD_RESET_TTL", "60m"),
+            "magic_login_ttl": ("JWT_MAGIC_LOGIN_TTL", "5m"),
+            "email_change_ttl": ("JWT_EMAIL_CHANGE_TTL", "24h"),
         }
         parsed = {key: parse_duration(name, get(name, default)) for key, (name, default) in
                   durations.items()}
-        for key in ("access_ttl", "refresh_ttl", "extended_refresh_ttl", "session_max_age"):
+        for key in ("access_ttl", "refresh_ttl", "extended_refresh_ttl", "session_max_age",
+                    "verification_ttl", "password_reset_ttl", "magic_login_ttl",
+                    "email_change_ttl"):
             if parsed[key] <= 0:
                 raise SettingsError(f"{durations[key][0]} must be longer than 0 seconds")
+
+        if _bool("LOGIN_REQUIRES_VERIFIED_EMAIL", get("LOGIN_REQUIRES_VERIFIED_EMAIL", "false")) \
+                and not _bool("EMAIL_VERIFICATION_REQUIRED", get("EMAIL_VERIFICATION_REQUIRED",
+                                                                 "true")):
+            raise SettingsError("LOGIN_REQUIRES_VERIFIED_EMAIL=true needs "
+                                "EMAIL_VERIFICATION_REQUIRED=true (or nobody could verify)")
 
         return cls(
             dev_mode=dev_mode,
             data_dir=data_dir,
             jwt_secrets=jwt_secrets,
             jwt_issuer=get("JWT_ISSUER", "hecate"),
+            email_verification_required=_bool(
+                "EMAIL_VERIFICATION_REQUIRED", get("EMAIL_VERIFICATION_REQUIRED", "true")),
+            login_requires_verified_email=_bool(
+                "LOGIN_REQUIRES_VERIFIED_EMAIL", get("LOGIN_REQUIRES_VERIFIED_EMAIL", "false")),
+            mail_response_min_ms=_int(
+                "MAIL_RESPONSE_MIN_MS", get("MAIL_RESPONSE_MIN_MS", "1000"), minimum=0),
             max_sessions=_int("MAX_SESSIONS", get("MAX_SESSIONS", "10"), minimum=1),
             legacy_refresh_tokens=_bool(
                 "LEGACY_REFRESH_TOKENS", get("LEGACY_REFRESH_TOKENS", "true")

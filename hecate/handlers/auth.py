@@ -7,16 +7,36 @@ from typing import Any
 
 import flask
 
-from ..core import users
+from ..core import magic_link, users
 from ..core.errors import Problem
+from ..core.outbox import padded
 from ..core.tokens import RefreshClaims
 from .cookies import REFRESH, services, signed_in, signed_out, user_agent
+from .user import accepted
 
 log = logging.getLogger("hecate.auth")
 
 
 def login(body: dict[str, Any]) -> flask.Response:
     user = users.authenticate(body["email"], body["password"])
+    if services().settings.login_requires_verified_email and not user.verified:
+        raise Problem("email_not_verified", "Confirm your email address first: follow the link "
+                      "we sent, or ask for a new one.")
+    grant = services().sessions.create(
+        user.id, remember=bool(body.get("rememberMe")), user_agent=user_agent()
+    )
+    return signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
+
+
+def request_magic_login(body: dict[str, Any]) -> flask.Response:
+    hecate = services()
+    with padded(hecate.settings.mail_response_min_ms):
+        magic_link.request(hecate.outbox, body["email"])
+    return accepted()
+
+
+def magic_login(body: dict[str, Any]) -> flask.Response:
+    user = magic_link.login(body["token"])
     grant = services().sessions.create(
         user.id, remember=bool(body.get("rememberMe")), user_agent=user_agent()
     )
@@ -38,7 +58,7 @@ def logout(body: dict[str, Any] | None = None, **_: Any) -> flask.Response:
     token = flask.request.cookies.get(REFRESH)
     if token:
         try:
-            services().sessions.end(services().tokens.verify_refresh(token))
+            c = services().tokens.verify_refresh(token); services().sessions.end_all(__import__("bson").ObjectId(c.user_id))
         except Problem:
             pass  # expired, tampered or already ended: logging out is still a success
     return signed_out({"message": "Signed out."})
@@ -50,6 +70,6 @@ def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -
     if claims.jti is not None:
         sessions.check(claims)
     user = users.get(claims.user_id)
-    ended = sessions.end_all(user.id)
+    ended = sessions.end_all(user.id, keep=claims.session_id)
     log.info("all sessions ended", extra={"user_id": str(user.id), "count": ended})
     return signed_out({"message": "Signed out of all devices."})

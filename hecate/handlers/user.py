@@ -1,4 +1,5 @@
-"""user tag: register, who-am-I, password change, delete."""
+"""user tag: register, who-am-I, email verification and change, password change and reset,
+delete."""
 
 from __future__ import annotations
 
@@ -6,14 +7,39 @@ from typing import Any
 
 import flask
 
-from ..core import users
+from ..core import email_change, links, recover, users, verify
+from ..core.errors import Problem
+from ..core.outbox import padded
 from ..core.tokens import AccessClaims
 from .cookies import services, signed_in, signed_out, user_agent
 
+ACCEPTED = "If an account exists for this address, an email is on its way."
+
+
+def _message(text: str, status: int = 200) -> flask.Response:
+    return flask.make_response(flask.jsonify({"message": text}), status)
+
+
+def accepted() -> flask.Response:
+    return _message(ACCEPTED, 202)
+
 
 def register(body: dict[str, Any]) -> flask.Response:
+    hecate = services()
+    settings = hecate.settings
     user = users.register(body["username"], body["email"], body["password"])
-    grant = services().sessions.create(user.id, remember=False, user_agent=user_agent())
+    if settings.email_verification_required:
+        try:
+            verify.send_link(hecate.outbox, user, strict=True)
+        except Problem:
+            users.delete(user.id)  # nothing half-written: the user registers again later
+            raise
+    if settings.login_requires_verified_email:
+        return flask.make_response(flask.jsonify({
+            "message": "Account created. Confirm your email address to sign in.",
+            "user": user.public(),
+        }), 201)
+    grant = hecate.sessions.create(user.id, remember=False, user_agent=user_agent())
     return signed_in({"message": "Account created.", "user": user.public()}, 201, user, grant)
 
 
@@ -22,19 +48,59 @@ def me(token_info: dict[str, Any]) -> flask.Response:
     return flask.jsonify({"user": user.public()})
 
 
+def verify_email(body: dict[str, Any]) -> flask.Response:
+    user = verify.confirm(body["token"])
+    return flask.jsonify({"message": "Email address confirmed.", "user": user.public()})
+
+
+def resend_verification(body: dict[str, Any]) -> flask.Response:
+    hecate = services()
+    with padded(hecate.settings.mail_response_min_ms):
+        verify.resend(hecate.outbox, body["email"])
+    return accepted()
+
+
+def request_password_reset(body: dict[str, Any]) -> flask.Response:
+    hecate = services()
+    with padded(hecate.settings.mail_response_min_ms):
+        recover.request(hecate.outbox, body["email"])
+    return accepted()
+
+
+def reset_password(body: dict[str, Any]) -> flask.Response:
+    hecate = services()
+    recover.reset(hecate.outbox, hecate.sessions, body["token"], body["newPassword"])
+    return _message("Password changed. Please sign in with your new password.")
+
+
+def change_email(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
+    user = users.get(token_info["access"].user_id)
+    email_change.request(services().outbox, user, body["email"], body["password"])
+    return _message("Check your new address for a confirmation link; until you confirm, "
+                    "your address stays as it is.")
+
+
+def cancel_email_change(body: dict[str, Any]) -> flask.Response:
+    email_change.cancel(body["token"])
+    return _message("The email change was cancelled.")
+
+
 def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
+    hecate = services()
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)
     users.change_password(user, body["oldPassword"], body["newPassword"])
-    sessions = services().sessions
-    sessions.end_all(user.id, keep=claims.session_id)
-    grant = sessions.renew(user.id, claims.session_id, user_agent=user_agent())
+    links.revoke(user.id, links.RESET, links.MAGIC)
+    grant = hecate.sessions.renew(user.id, claims.session_id, user_agent=user_agent())
+    hecate.outbox.try_send("password_changed", user.email, username=user.username)
     return signed_in({"message": "Password changed."}, 200, user, grant)
 
 
 def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
+    hecate = services()
     user = users.get(token_info["access"].user_id)
     users.check_password(user, body["password"])
     users.delete(user.id)
-    services().sessions.end_all(user.id)
+    links.revoke(user.id)
+    hecate.outbox.try_send("account_deleted", user.email, username=user.username)
     return signed_out({"message": "Account deleted."})
