@@ -27,7 +27,7 @@ from .core.errors import CODES, Problem, render
 from .core.settings import Settings
 from .handlers.security import SECURITY_MAP
 from .logs import configure_logging
-from .middleware import HecateMiddleware
+from .middleware import BodyLimit, RequestLog
 from .services import Services
 
 log = logging.getLogger("hecate")
@@ -117,13 +117,16 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     app.app.extensions["hecate"] = services
     app.app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
-    # Order, outermost first: ours (log, limit, headers), CORS (so error answers carry CORS headers
-    # too and an SPA can read them), then Connexion's exception handling.
+    # Each lands just before Connexion's exception handling, so the first added is outermost:
+    # the request log and headers (on every answer, preflights included), then CORS (so error
+    # answers carry CORS headers and an SPA can read them), then the body limit.
+    app.add_middleware(RequestLog, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       services=services)
     app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        allow_origins=list(settings.cors_origins), allow_credentials=True,
                        allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
                        allow_headers=["content-type"], max_age=600)
-    app.add_middleware(HecateMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+    app.add_middleware(BodyLimit, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        services=services)
 
     fmt = settings.error_format

@@ -1,5 +1,6 @@
-"""The outermost ASGI layer: request id, one structured log line per request, the body size limit
-and security headers. Pure ASGI, so it wraps every way of serving the app (uvicorn, FaaS)."""
+"""Pure ASGI layers around the Connexion app: request id, one structured log line per request,
+security headers, and the body size limit. Pure ASGI, so they apply however the app is served
+(uvicorn, FaaS)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ class _TooLarge(Exception):
     pass
 
 
-class HecateMiddleware:
+class RequestLog:
+    """Outermost: request id, the log line and security headers, on every answer (CORS
+    preflights and errors included)."""
+
     def __init__(self, app: Any, services: Services) -> None:
         self.app = app
         self.services = services
-        self.limit = services.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -35,76 +38,114 @@ class HecateMiddleware:
             return
         scope["hecate"] = self.services
         started = time.perf_counter()
-        headers = dict(scope.get("headers") or [])
-        offered = headers.get(b"x-request-id", b"").decode("latin-1")
+        offered = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
-        status_holder = {"status": 0, "sent": False}
+        status = 0
 
         async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                status_holder["sent"] = True
-                message["headers"] = self._headers(message.get("headers") or [], request_id)
+                status = message["status"]
+                message["headers"] = _security_headers(message.get("headers") or [],
+                                                       request_id)
             await send(message)
 
         try:
-            length = int(headers.get(b"content-length", b"0") or 0)
-        except ValueError:
-            length = 0
-        try:
-            if length > self.limit:
-                raise _TooLarge
-            await self.app(scope, self._limited(receive), send_wrapper)
-        except _TooLarge:
-            if status_holder["sent"]:
-                raise
-            await self._problem(
-                send_wrapper,
-                Problem("payload_too_large",
-                        f"The request body is larger than {self.limit} bytes."),
-            )
+            await self.app(scope, receive, send_wrapper)
         finally:
             log.info(
                 "request",
                 extra={
                     "method": scope.get("method"),
                     "path": scope.get("path"),  # never the query string
-                    "status": status_holder["status"],
+                    "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     "request_id": request_id,
                 },
             )
 
-    def _limited(self, receive: Any) -> Any:
-        """Counts bodies sent without Content-Length (chunked) against the limit too."""
-        received = 0
-        limit = self.limit
 
-        async def wrapped() -> dict[str, Any]:
-            nonlocal received
-            message: dict[str, Any] = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge
-            return message
+def _security_headers(raw: list[tuple[bytes, bytes]],
+                      request_id: str) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in raw}
+    extra = [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff")]
+    if b"cache-control" not in present:
+        # Answers carry tokens or personal data: never cache them.
+        extra.append((b"cache-control", b"no-store"))
+    return list(raw) + extra
 
-        return wrapped
 
-    @staticmethod
-    def _headers(raw: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
-        present = {name.lower() for name, _ in raw}
-        extra = [(b"x-request-id", request_id.encode()),
-                 (b"x-content-type-options", b"nosniff")]
-        if b"cache-control" not in present:
-            # Answers carry tokens or personal data: never cache them.
-            extra.append((b"cache-control", b"no-store"))
-        return list(raw) + extra
+class BodyLimit:
+    """Inside CORS (so a 413 is readable by the SPA): bodies over MAX_BODY_BYTES get 413. A chunked
+    body (no Content-Length) is read up to the limit and handed on with a Content-Length, since
+    Connexion decides from that header whether a body exists."""
 
-    async def _problem(self, send: Any, problem: Problem) -> None:
-        status, headers, body = render(problem, self.services.settings.error_format)
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        self.limit = services.settings.max_body_bytes
+        self.error_format = services.settings.error_format
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        try:
+            length = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            length = 0
+        if length > self.limit:
+            await self._too_large(send)
+            return
+        if b"content-length" not in headers and b"chunked" in headers.get(
+                b"transfer-encoding", b"").lower():
+            try:
+                body = await self._read(receive)
+            except _TooLarge:
+                await self._too_large(send)
+                return
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope["headers"]
+                                if k.lower() != b"transfer-encoding"]
+            scope["headers"].append((b"content-length", str(len(body)).encode()))
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    async def _read(self, receive: Any) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _too_large(self, send: Any) -> None:
+        problem = Problem("payload_too_large",
+                          f"The request body is larger than {self.limit} bytes.")
+        status, headers, body = render(problem, self.error_format)
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
         raw.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return dict(await receive())
+
+    return replay
