@@ -72,6 +72,7 @@ class Sessions:
             user_agent=(user_agent or "")[:USER_AGENT_MAX],
         )
         session.save(force_insert=True)
+        self._trim(user_id)
         return _grant(session)
 
     def _trim(self, user_id: ObjectId) -> None:
@@ -79,7 +80,7 @@ class Sessions:
         insert, so after concurrent logins the last trim sees every insert before it."""
         surplus = [
             s.id for s in Session.objects(user_id=user_id)
-            .order_by("created_at").skip(self.settings.max_sessions).only("id")
+            .order_by("-created_at").skip(self.settings.max_sessions).only("id")
         ]
         if surplus:
             Session.objects(id__in=surplus).delete()
@@ -119,6 +120,7 @@ class Sessions:
         ):
             log.info("refresh token reused within grace", extra={"session_id": session.id})
             return _grant(session)
+        Session.objects(id=session.id).delete()
         log.warning("refresh token reuse detected; session revoked",
                     extra={"session_id": session.id, "user_id": str(user_id)})
         raise Problem("token_reused",
@@ -138,16 +140,18 @@ class Sessions:
         return self.create(user_id, remember=remaining > self.settings.refresh_ttl,
                            user_agent=user_agent)
 
-    def check(self, claims: RefreshClaims) -> Session:
-        """The live session a refresh token belongs to (current or just-rotated token)."""
-        session = Session.objects(id=claims.session_id, user_id=object_id(claims.user_id)).first()
-        if (
-            session is None
-            or _aware(session.expires_at) <= utcnow()
-            or claims.jti not in {session.jti, session.prev_jti}
-        ):
+    def check(self, claims: RefreshClaims) -> None:
+        """Raise 401 unless the refresh token belongs to a live session: its current or
+        just-rotated token, or a Node-era session id still listed on the user."""
+        user_id = object_id(claims.user_id)
+        if claims.jti is None:
+            alive = User.objects(id=user_id, sessions=claims.session_id).first() is not None
+        else:
+            session = Session.objects(id=claims.session_id, user_id=user_id).first()
+            alive = (session is not None and _aware(session.expires_at) > utcnow()
+                     and claims.jti in {session.jti, session.prev_jti})
+        if not alive:
             raise Problem("session_ended", "This session has ended; please sign in again.")
-        return session
 
     def end(self, claims: RefreshClaims) -> None:
         """Logout: end this session if the token is one of its own; never fails."""
@@ -158,7 +162,6 @@ class Sessions:
         if claims.jti is None:
             User.objects(id=user_id).update_one(pull__sessions=claims.session_id)
             return
-        return
         Session.objects(
             Q(jti=claims.jti) | Q(prev_jti=claims.jti), id=claims.session_id, user_id=user_id
         ).delete()

@@ -90,6 +90,7 @@ def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.R
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)
     users.change_password(user, body["oldPassword"], body["newPassword"])
+    hecate.sessions.end_all(user.id, keep=claims.session_id)
     links.revoke(user.id, links.RESET, links.MAGIC)
     grant = hecate.sessions.renew(user.id, claims.session_id, user_agent=user_agent())
     hecate.outbox.try_send("password_changed", user.email, username=user.username)
@@ -101,6 +102,7 @@ def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
     user = users.get(token_info["access"].user_id)
     users.check_password(user, body["password"])
     users.delete(user.id)
+    hecate.sessions.end_all(user.id)
     links.revoke(user.id)
     hecate.outbox.try_send("account_deleted", user.email, username=user.username)
     return signed_out({"message": "Account deleted."})
