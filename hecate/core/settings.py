@@ -95,7 +95,26 @@ class Settings:
     mongodb_name: str = "hecate"
     mongodb_timeout_ms: int = 5000
 
+    # Abuse resistance
+    limiter_enabled: bool = True
+    limiter_storage_url: str = ""  # empty: the MongoDB database itself
+    limiter_attempts: int = 5  # failed logins per (client IP, account) or per device
+    limiter_interval: int = 900
+    limiter_ip_attempts: int = 50  # failed logins per client IP across all accounts
+    limiter_account_attempts: int = 20  # failed logins per account across IPs, no device cookie
+    limiter_mail: str = "3/hour"  # mail-sending requests per address
+    limiter_mail_ip: str = "20/hour"  # mail-sending requests per client IP
+    limiter_register: str = "10/hour"  # registrations per client IP
+    limiter_refresh: str = "120/minute"  # refreshes per session
+    trusted_proxies: int = 0
+    password_min_length: int = 8
+    registration_enumeration_safe: bool = False
+    jwt_audience: str | None = None
+    jwt_leeway: int = 30
+
     # Cookies and browsers
+    cookie_prefix: str = ""
+    cookie_partitioned: bool = False
     cookie_samesite: str = "None"
     cookie_domain: str | None = None
     public_base_path: str = ""
@@ -218,8 +237,49 @@ class Settings:
             raise SettingsError("LOGIN_REQUIRES_VERIFIED_EMAIL=true needs "
                                 "EMAIL_VERIFICATION_REQUIRED=true (or nobody could verify)")
 
+        prefix = get("COOKIE_PREFIX", "").strip()
+        if prefix not in {"", "__Secure-", "__Host-"}:
+            raise SettingsError(f"COOKIE_PREFIX={prefix!r} must be empty, __Secure- or __Host-")
+        if prefix == "__Host-" and get("COOKIE_DOMAIN", "").strip():
+            raise SettingsError("COOKIE_PREFIX=__Host- forbids COOKIE_DOMAIN (browsers refuse "
+                                "__Host- cookies with a Domain)")
+        storage = get("LIMITER_STORAGE_URL", "").strip()
+        if storage.startswith("memory://") and not dev_mode:
+            raise SettingsError("LIMITER_STORAGE_URL=memory:// is only allowed in development "
+                                "mode: limits must be shared by every instance")
+        if storage and not storage.split("://")[0] in {"mongodb", "mongodb+srv", "redis",
+                                                       "rediss", "memory"}:
+            raise SettingsError(f"LIMITER_STORAGE_URL={storage!r} must be a mongodb://, "
+                                "redis:// or (dev mode) memory:// URL")
+        for name in ("LIMITER_MAIL", "LIMITER_MAIL_IP", "LIMITER_REGISTER", "LIMITER_REFRESH"):
+            value = get(name, "")
+            if value and not re.fullmatch(r"\s*\d+\s*(/|per)\s*(\d+\s*)?"
+                                          r"(second|minute|hour|day)s?\s*", value):
+                raise SettingsError(f"{name}={value!r} is not a rate (use e.g. 3/hour)")
+
         return cls(
             dev_mode=dev_mode,
+            limiter_enabled=_bool("LIMITER_ENABLED", get("LIMITER_ENABLED", "true")),
+            limiter_storage_url=storage,
+            limiter_attempts=_int("LIMITER_ATTEMPTS", get("LIMITER_ATTEMPTS", "5"), minimum=1),
+            limiter_interval=parse_duration("LIMITER_INTERVAL", get("LIMITER_INTERVAL", "900")),
+            limiter_ip_attempts=_int("LIMITER_IP_ATTEMPTS", get("LIMITER_IP_ATTEMPTS", "50"),
+                                     minimum=1),
+            limiter_account_attempts=_int(
+                "LIMITER_ACCOUNT_ATTEMPTS", get("LIMITER_ACCOUNT_ATTEMPTS", "20"), minimum=1),
+            limiter_mail=get("LIMITER_MAIL", "3/hour"),
+            limiter_mail_ip=get("LIMITER_MAIL_IP", "20/hour"),
+            limiter_register=get("LIMITER_REGISTER", "10/hour"),
+            limiter_refresh=get("LIMITER_REFRESH", "120/minute"),
+            trusted_proxies=_int("TRUSTED_PROXIES", get("TRUSTED_PROXIES", "0")),
+            password_min_length=_int("PASSWORD_MIN_LENGTH", get("PASSWORD_MIN_LENGTH", "8"),
+                                     minimum=8),
+            registration_enumeration_safe=_bool(
+                "REGISTRATION_ENUMERATION_SAFE", get("REGISTRATION_ENUMERATION_SAFE", "false")),
+            jwt_audience=get("JWT_AUDIENCE", "").strip() or None,
+            jwt_leeway=parse_duration("JWT_LEEWAY", get("JWT_LEEWAY", "30")),
+            cookie_prefix=prefix,
+            cookie_partitioned=_bool("COOKIE_PARTITIONED", get("COOKIE_PARTITIONED", "false")),
             data_dir=data_dir,
             jwt_secrets=jwt_secrets,
             jwt_issuer=get("JWT_ISSUER", "hecate"),
