@@ -21,8 +21,10 @@ run: install
 	$(BIN)/hecate serve --dev --host 127.0.0.1 --port $${PORT:-8080}
 
 # tox builds its own environment with the test extras and runs pytest against real servers
-# (SecantusDB over TCP, uvicorn on free 127.0.0.1 ports) that the suite starts itself.
+# (SecantusDB over TCP, uvicorn on free 127.0.0.1 ports, aiosmtpd, redis-server) that the suite
+# starts itself; scripts/system-deps.sh installs the Debian packages it needs when missing.
 test: install
+	./scripts/system-deps.sh
 	$(BIN)/tox -e py -- $(ARGS)
 
 clean:

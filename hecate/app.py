@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import flask
 from connexion import FlaskApp
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem, ProblemException
@@ -20,14 +21,17 @@ from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException
+from flask_limiter import Limiter
 from starlette.middleware.cors import CORSMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .core import models
 from .core.errors import CODES, Problem, render
+from .core.limits import RateLimits, storage_config
 from .core.settings import Settings
 from .handlers.security import SECURITY_MAP
 from .logs import configure_logging
-from .middleware import BodyLimit, RequestLog
+from .middleware import BodyLimit, OriginCheck, RequestLog, SwaggerUIPolicy
 from .services import Services
 
 log = logging.getLogger("hecate")
@@ -99,6 +103,24 @@ _STATUS_CODES = {
 }
 
 
+def _limiter(app: FlaskApp, settings: Settings) -> Limiter:
+    """flask-limiter owns the shared storage (MongoDB or Redis). Login limits use it directly:
+    they must charge an attempt before the password check and refund it on success, which a
+    decorator's deduct_when cannot do without letting a parallel burst through."""
+    url, options = storage_config(settings)
+    if not url:
+        url = "memory://"  # no database configured at all: only possible in dev-mode tooling
+    return Limiter(
+        lambda: flask.request.remote_addr or "",
+        app=app.app,
+        storage_uri=url,
+        storage_options=options,
+        strategy="fixed-window",
+        headers_enabled=False,
+        default_limits=[],
+    )
+
+
 def create_app(settings: Settings | None = None) -> FlaskApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -115,18 +137,30 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     )
     app.add_api(spec_path().name, base_path=settings.api_path, strict_validation=True)
     app.app.extensions["hecate"] = services
+    services.limits = RateLimits(settings, _limiter(app, settings).storage)
+    if settings.trusted_proxies:
+        # Only hops we were told about may set the client address; a client's own
+        # X-Forwarded-For is ignored otherwise (it could dodge or reset the IP limits).
+        app.add_wsgi_middleware(ProxyFix, x_for=settings.trusted_proxies, x_proto=1)
     app.app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
     # Each lands just before Connexion's exception handling, so the first added is outermost:
-    # the request log and headers (on every answer, preflights included), then CORS (so error
-    # answers carry CORS headers and an SPA can read them), then the body limit.
+    # the request log and headers (on every answer, preflights included), the Swagger UI page's
+    # policy, then CORS (so error answers carry CORS headers and an SPA can read them; preflights
+    # are answered here), then the body limit.
     app.add_middleware(RequestLog, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       services=services)
+    app.add_middleware(SwaggerUIPolicy, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        services=services)
     app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        allow_origins=list(settings.cors_origins), allow_credentials=True,
                        allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
                        allow_headers=["content-type"], max_age=600)
     app.add_middleware(BodyLimit, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       services=services)
+    # The CSRF check: after routing (unknown methods and paths keep their 405/404), before the
+    # cookie check; its Problem is rendered by the error handlers below.
+    app.add_middleware(OriginCheck, position=MiddlewarePosition.BEFORE_SECURITY,
                        services=services)
 
     fmt = settings.error_format

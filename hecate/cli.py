@@ -67,13 +67,16 @@ def serve(settings: Settings) -> int:
               f"  Swagger UI:   {base}/ui/\n"
               f"  OpenAPI spec: {base}/openapi.json\n"
               f"  Health:       {base}/health", flush=True)
+        # proxy_headers off: uvicorn would trust X-Forwarded-For from 127.0.0.1 by itself;
+        # TRUSTED_PROXIES (ProxyFix in create_app) is the one place that decides.
         config = uvicorn.Config(app, host=settings.host, port=settings.port,
                                 access_log=False, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=20)
+                                proxy_headers=False, timeout_graceful_shutdown=20)
         try:
             uvicorn.Server(config).run()
         except KeyboardInterrupt:
             pass  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        app.app.extensions["hecate"].close()
         models.disconnect()
     return 0
 

@@ -1,14 +1,17 @@
-"""Pure ASGI layers around the Connexion app: request id, one structured log line per request,
-security headers, and the body size limit. Pure ASGI, so they apply however the app is served
-(uvicorn, FaaS)."""
+"""Pure ASGI layers around and inside the Connexion app: request id, one structured log line per
+request, security headers, the Swagger UI page's content security policy, the body size limit and
+the CSRF check. Pure ASGI, so they apply however the app is served (uvicorn, FaaS)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from .core.errors import Problem, render
 from .services import Services
@@ -68,11 +71,148 @@ class RequestLog:
 def _security_headers(raw: list[tuple[bytes, bytes]],
                       request_id: str) -> list[tuple[bytes, bytes]]:
     present = {name.lower() for name, _ in raw}
-    extra = [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff")]
+    extra = [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff"),
+             # Links in mails carry tokens in the URL: never leak a URL onwards.
+             (b"referrer-policy", b"no-referrer"),
+             # No answer is meant to be framed (clickjacking of the Swagger UI's forms).
+             (b"x-frame-options", b"DENY")]
     if b"cache-control" not in present:
         # Answers carry tokens or personal data: never cache them.
         extra.append((b"cache-control", b"no-store"))
+    if b"content-security-policy" not in present:
+        # Answers are JSON: should a browser render one as a document, it may load nothing.
+        extra.append((b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"))
     return list(raw) + extra
+
+
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script\s*>",
+                            re.DOTALL | re.IGNORECASE)
+_INLINE_STYLE = re.compile(rb"<style[^>]*>(.*?)</style\s*>", re.DOTALL | re.IGNORECASE)
+
+
+def _hashes(pattern: re.Pattern[bytes], page: bytes) -> str:
+    return "".join(" 'sha256-" + base64.b64encode(hashlib.sha256(block).digest()).decode() + "'"
+                   for block in pattern.findall(page))
+
+
+def swagger_ui_policy(page: bytes) -> str:
+    """A strict policy for the Swagger UI page: scripts and styles from this origin and, by hash,
+    the inline bootstrap script and style block the page carries (the script's text depends on
+    the base path, so the page is hashed as served). Swagger UI's own inline styles are set
+    through the DOM, which style-src does not govern."""
+    return (f"default-src 'self'; script-src 'self'{_hashes(_INLINE_SCRIPT, page)}; "
+            f"style-src 'self'{_hashes(_INLINE_STYLE, page)}; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+
+
+class SwaggerUIPolicy:
+    """Inside RequestLog (which gives every other answer a policy that allows nothing): the
+    Swagger UI page gets a policy that lets it run and nothing else."""
+
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        ui = services.settings.api_path + "/ui/"
+        self.pages = {ui, ui + "index.html"}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope.get("method") not in {"GET", "HEAD"}
+                or scope.get("path") not in self.pages):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def buffered(message: dict[str, Any]) -> None:
+            # The page is small; hold it back until its inline script can be hashed.
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body" or not start:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            page = b"".join(chunks)
+            headers = [(k, v) for k, v in start.get("headers") or []
+                       if k.lower() != b"content-security-policy"]
+            headers.append((b"content-security-policy", swagger_ui_policy(page).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, buffered)
+
+
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+_SAME_SITE_FETCHES = frozenset({"same-origin", "same-site", "none"})
+
+
+def _origin_of(url: str) -> str:
+    """scheme://host[:port] of a URL, lower-cased; "" when it has none."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return ""
+    if not parts.scheme or not parts.netloc:
+        return ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
+class OriginCheck:
+    """CSRF defence. The cookies are SameSite=None for SPAs on another site, so a browser sends them
+    with any site's requests. Every operation that changes something therefore (a) takes JSON only:
+    a browser sends that content type cross-origin only after a CORS preflight, which CORS_ORIGINS
+    decides, and an HTML form cannot send it at all; and (b) must come from an allowed origin,
+    where the browser says where it comes from (Origin, else Referer, else Sec-Fetch-Site).
+    Clients that send none of those headers are not browsers and carry no victim's cookies.
+
+    After routing (only the spec's operations are checked: other methods and paths keep their
+    405/404) and before the cookie check; inside CORS, which answers preflights first and lets the
+    SPA read a refusal. A refusal is a Problem, rendered by the app's error handlers."""
+
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        self.allowed = frozenset(services.settings.cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and scope.get("method") in _UNSAFE_METHODS
+                and scope.get("extensions", {}).get("connexion_routing", {}).get("operation_id")):
+            self.check(scope)
+        await self.app(scope, receive, send)
+
+    def check(self, scope: Scope) -> None:
+        headers = {name.lower(): value.decode("latin-1")
+                   for name, value in scope.get("headers") or []}
+        media_type = headers.get(b"content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise Problem("unsupported_media_type", "Send requests that change something with "
+                          "Content-Type: application/json (with a body of {} if there is "
+                          "nothing to send).")
+        if not self._from_allowed_origin(scope, headers):
+            raise Problem("origin_not_allowed", "This request comes from a site that may not "
+                          "change anything here.")
+
+    def _from_allowed_origin(self, scope: Scope, headers: dict[bytes, str]) -> bool:
+        origin = headers.get(b"origin")
+        if origin is not None:
+            # "null" (sandboxed frames, privacy-redirected form posts) is no origin we trust.
+            return self._allowed(origin.strip().lower(), scope, headers)
+        referer = headers.get(b"referer", "").strip()
+        if referer:
+            return self._allowed(_origin_of(referer), scope, headers)
+        site = headers.get(b"sec-fetch-site")
+        if site is not None:
+            return site.strip().lower() in _SAME_SITE_FETCHES
+        return True
+
+    def _allowed(self, origin: str, scope: Scope, headers: dict[bytes, str]) -> bool:
+        if origin in self.allowed:
+            return True
+        # Our own origin: the Swagger UI page served by this app. Only a page on this very origin
+        # (scheme, host and port the browser sent the request to) makes the two match.
+        host = headers.get(b"host", "").strip().lower()
+        return bool(host) and origin == f"{scope.get('scheme', 'http')}://{host}"
 
 
 class BodyLimit:

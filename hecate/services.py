@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from .core.limits import RateLimits
 from .core.outbox import Outbox
 from .core.sessions import Sessions
 from .core.settings import Settings
@@ -16,6 +17,7 @@ class Services:
     settings: Settings
     tokens: TokenService = field(init=False)
     sessions: Sessions = field(init=False)
+    limits: RateLimits | None = field(init=False, default=None)  # set by create_app
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(self.settings)
@@ -28,3 +30,8 @@ class Services:
         from .mail import Mailer
 
         return Outbox(self.settings, Mailer(self.settings))
+
+    def close(self) -> None:
+        """Release the clients this app opened (the rate-limit store's, here)."""
+        if self.limits is not None:
+            self.limits.close()

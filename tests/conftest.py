@@ -133,6 +133,12 @@ class Client:
             headers["Cookie"] = cookies
         if self.origin and "origin" not in {k.lower() for k in headers}:
             headers["Origin"] = self.origin
+        if (method.upper() in {"POST", "PUT", "DELETE", "PATCH"}
+                and not {"json", "content", "data", "files"} & kwargs.keys()
+                and "content-type" not in {k.lower() for k in headers}):
+            # As SPAs do: a bodiless request that changes something is still sent as JSON (the
+            # CSRF check requires it).
+            headers["Content-Type"] = "application/json"
         response = self.http.request(method, path, headers=headers, **kwargs)
         for raw in response.headers.get_list("set-cookie"):
             attrs = parse_set_cookie(raw)
@@ -176,7 +182,7 @@ class Service:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="off")
+                                access_log=False, lifespan="off", proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -197,6 +203,7 @@ class Service:
             client.close()
         self.server.should_exit = True
         self.thread.join(10)
+        self.app.app.extensions["hecate"].close()
 
 
 def test_settings(database: Database, db_name: str, **env: str) -> Settings:

@@ -110,6 +110,9 @@ def assert_auth_cookies(response: httpx.Response, *, samesite: str = "None",
                         refresh_path: str = "/api/auth", refresh_ttl: int = REFRESH_TTL,
                         domain: str | None = None) -> None:
     cookies = set_cookies(response)
+    device = cookies.pop("device", None)  # login also marks the browser (rate limiting only)
+    if device is not None:
+        assert "httponly" in device and "secure" in device and device["path"] == refresh_path
     assert set(cookies) == {"access", "refresh"}, response.headers.get_list("set-cookie")
     for name, attrs in cookies.items():
         assert attrs["value"], f"{name} is empty"

@@ -49,6 +49,22 @@ def issue(user_id: ObjectId, purpose: str, email: str, ttl_seconds: int,
     return token
 
 
+def _invalid() -> Problem:
+    return Problem("link_invalid", "This link is no longer valid: it was used, expired, or "
+                   "replaced by a newer one. Please ask for a new one.")
+
+
+def peek(token: str, purposes: tuple[str, ...]) -> LinkToken:
+    """The token's record, left in place (to check a request before the link is used up); 410
+    like ``consume``."""
+    found = LinkToken.objects(
+        token_hash=_digest(token), purpose__in=list(purposes), expires_at__gt=utcnow()
+    ).first()
+    if found is None:
+        raise _invalid()
+    return found
+
+
 def consume(token: str, purposes: tuple[str, ...]) -> LinkToken:
     """The token's record, deleted in the same operation; 410 if it was used, replaced by a newer
     link, expired, or never existed."""
@@ -56,8 +72,7 @@ def consume(token: str, purposes: tuple[str, ...]) -> LinkToken:
         token_hash=_digest(token), purpose__in=list(purposes), expires_at__gt=utcnow()
     ).modify(remove=True)
     if found is None:
-        raise Problem("link_invalid", "This link is no longer valid: it was used, expired, or "
-                      "replaced by a newer one. Please ask for a new one.")
+        raise _invalid()
     return found
 
 

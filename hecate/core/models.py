@@ -49,6 +49,8 @@ class User(me.Document):
     # Session ids of the Node original; only ever emptied (each is accepted once, then moved to
     # the sessions collection).
     sessions = me.ListField(me.StringField())
+    # SHA-256 of the device ids of browsers that signed in (see devices.py).
+    devices = me.ListField(me.StringField())
     created_at = me.DateTimeField(db_field="createdAt")
 
     def public(self) -> dict[str, object]:

@@ -6,6 +6,7 @@ from . import links, passwords
 from .errors import Problem
 from .models import User
 from .outbox import Outbox
+from .policy import check_password_policy
 from .sessions import Sessions
 from .users import find_by_email
 from .verify import email_key
@@ -23,6 +24,13 @@ def request(outbox: Outbox, email: str) -> None:
 
 
 def reset(outbox: Outbox, sessions: Sessions, token: str, new_password: str) -> User:
+    pending = links.peek(token, (links.RESET,))
+    owner = User.objects(id=pending.user_id).first()
+    if owner is not None and email_key(owner) == pending.email:
+        # Checked before the link is used up, so that a refused password can be replaced with
+        # the same link.
+        check_password_policy(new_password, email=owner.email, username=owner.username,
+                              min_length=outbox.settings.password_min_length)
     record = links.consume(token, (links.RESET,))
     user = User.objects(id=record.user_id).first()
     if user is None or email_key(user) != record.email:

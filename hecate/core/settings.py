@@ -158,7 +158,8 @@ class Settings:
 
     @property
     def refresh_cookie_path(self) -> str:
-        return f"{self.api_path}/auth"
+        # Browsers accept a __Host- cookie only with Path=/.
+        return "/" if self.cookie_prefix == "__Host-" else f"{self.api_path}/auth"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:

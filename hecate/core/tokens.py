@@ -7,6 +7,7 @@ meant for them. A refresh token is worthless without the server-side session tha
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -41,12 +42,22 @@ class RefreshClaims:
     expires_at: int
 
 
+def key_id(secret: str) -> str:
+    """The ``kid`` header of tokens signed with ``secret``: names the key among JWT_SECRET's
+    without revealing it (a prefix of a hash of a secret of at least 32 random bytes)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
 class TokenService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The first secret signs; every one verifies, so a key can be rotated without signing
+        # everybody out: JWT_SECRET="new old", and "new" once the old tokens have expired.
+        self._keys = {key_id(secret): secret for secret in reversed(settings.jwt_secrets)}
 
     def _encode(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self.settings.jwt_secret, algorithm=ALGORITHM)
+        secret = self.settings.jwt_secret
+        return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
 
     def _decode(self, token: str, **options: Any) -> dict[str, Any]:
         if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -57,22 +68,30 @@ class TokenService:
             raise Problem("invalid_token", "The token is malformed.") from None
         if header.get("alg") != ALGORITHM:
             raise Problem("invalid_token", "The token is signed with an unexpected algorithm.")
-        last_error: jwt.PyJWTError | None = None
-        for secret in self.settings.jwt_secrets:
+        kid = header.get("kid")
+        known = self._keys.get(kid) if isinstance(kid, str) else None
+        # Without a known kid (tokens of the Node original have none) every secret is tried.
+        candidates = (known,) if known is not None else self.settings.jwt_secrets
+        for secret in candidates:
             try:
                 claims: dict[str, Any] = jwt.decode(
                     token, secret, algorithms=[ALGORITHM], options={"require": ["exp"]},
-                    **options,
+                    leeway=self.settings.jwt_leeway, **options,
                 )
                 return claims
-            except jwt.InvalidSignatureError as error:
-                last_error = error
+            except jwt.InvalidSignatureError:
                 continue
             except jwt.ExpiredSignatureError:
                 raise Problem("invalid_token", "The token has expired.") from None
+            except jwt.ImmatureSignatureError:
+                # iat or nbf in the future beyond the leeway: minted with a wrong clock, or ahead
+                # of time to outlive a key rotation.
+                raise Problem("invalid_token", "The token is not yet valid.") from None
+            except jwt.InvalidAudienceError:
+                raise Problem("invalid_token", "The token is meant for another audience.") \
+                    from None
             except jwt.PyJWTError:
                 raise Problem("invalid_token", "The token is invalid.") from None
-        del last_error
         raise Problem("invalid_token", "The token signature is invalid.")
 
     # Access tokens -------------------------------------------------------------------------
@@ -89,11 +108,16 @@ class TokenService:
             "iat": now,
             "exp": now + ttl,
             "jti": new_id(12),
+            **({"aud": self.settings.jwt_audience} if self.settings.jwt_audience else {}),
         })
         return token, ttl
 
     def verify_access(self, token: str) -> AccessClaims:
-        claims = self._decode(token, issuer=self.settings.jwt_issuer)
+        # With JWT_AUDIENCE set, a token without that `aud` is refused; without it, a token that
+        # names an audience is refused (RFC 7519 4.1.3). Refresh tokens carry no `aud`, so
+        # turning the setting on or off costs a refresh, not a sign-in.
+        claims = self._decode(token, issuer=self.settings.jwt_issuer,
+                              audience=self.settings.jwt_audience)
         if claims.get("type") != "access":
             raise Problem("invalid_token", "This is not an access token.")
         user_id = claims.get("sub")

@@ -11,6 +11,8 @@ from mongoengine.queryset.visitor import Q
 from . import passwords
 from .errors import Problem
 from .models import User, normalize_email, normalize_username, utcnow
+from .outbox import Outbox
+from .policy import check_password_policy
 from .sessions import object_id
 
 log = logging.getLogger("hecate.users")
@@ -39,12 +41,18 @@ def get(user_id: str) -> User:
     return user
 
 
-def register(username: str, email: str, password: str) -> User:
+def register(username: str, email: str, password: str, *, min_length: int) -> User:
+    # The policy comes first: were it checked after the email, a weak password would tell a
+    # taken address (409 or, enumeration-safe, 201) from a free one (400).
+    check_password_policy(password, email=email, username=username, min_length=min_length)
     if User.objects(
         Q(username_normalized=normalize_username(username))
         | Q(username_normalized__exists=False, username__iexact=username)
     ).first():
         raise Problem("username_taken", "This username is already taken.")
+    # Hashed before the email is looked up, so that a taken address costs the same time as a new
+    # one (REGISTRATION_ENUMERATION_SAFE).
+    password_hash = passwords.hash_password(password)
     if find_by_email(email):
         raise Problem("email_taken", "An account with this email address already exists.")
     user = User(
@@ -52,7 +60,7 @@ def register(username: str, email: str, password: str) -> User:
         email=email.strip(),
         email_normalized=normalize_email(email),
         username_normalized=normalize_username(username),
-        hash=passwords.hash_password(password),
+        hash=password_hash,
         verified=False,
         allow_magic_login=False,
         sessions=[],
@@ -66,10 +74,27 @@ def register(username: str, email: str, password: str) -> User:
     return user
 
 
-def authenticate(email: str, password: str) -> User:
-    """The user, or 401 invalid_credentials for an unknown email and a wrong password alike
-    (same answer, same time: an unknown email is checked against a dummy hash)."""
-    user = find_by_email(email)
+def already_registered(outbox: Outbox, username: str, email: str) -> User:
+    """REGISTRATION_ENUMERATION_SAFE: a registration with a taken address mails the address's
+    owner and returns an unsaved look-alike of a new account (fresh id, unverified), so the answer
+    is the same as for a new address. The mail is sent as strictly as a new account's
+    verification mail would be, so that a failing transport answers alike too (503 or 201)."""
+    owner = find_by_email(email)
+    settings = outbox.settings
+    if owner is not None:
+        context = {"username": owner.username, "login_link": settings.app_url,
+                   "reset_link": f"{settings.app_url}{settings.reset_path}"}
+        if settings.email_verification_required:
+            outbox.send("already_registered", owner.email, **context)
+        else:
+            outbox.try_send("already_registered", owner.email, **context)
+    return User(id=ObjectId(), username=username, email=email.strip(), verified=False)
+
+
+def authenticate(user: User | None, password: str) -> User:
+    """``user`` (looked up by email) if the password is right; else 401 invalid_credentials for an
+    unknown email and a wrong password alike (same answer, same time: an unknown email is checked
+    against a dummy hash)."""
     ok, new_hash = passwords.verify_password(password, user.hash if user else None)
     if user is None or not ok:
         raise Problem("invalid_credentials", "Invalid email or password.")
@@ -104,8 +129,11 @@ def check_password(user: User, password: str) -> None:
         raise Problem("wrong_password", "The password is not correct.")
 
 
-def change_password(user: User, old_password: str, new_password: str) -> None:
+def change_password(user: User, old_password: str, new_password: str, *,
+                    min_length: int) -> None:
     check_password(user, old_password)
+    check_password_policy(new_password, email=user.email, username=user.username,
+                          min_length=min_length)
     changed = User.objects(id=user.id, hash=user.hash).update_one(
         set__hash=passwords.hash_password(new_password)
     )

@@ -7,28 +7,49 @@ from typing import Any
 
 import flask
 
-from ..core import magic_link, users
+from ..core import devices, magic_link, users
 from ..core.errors import Problem
 from ..core.outbox import padded
 from ..core.tokens import RefreshClaims
-from .cookies import REFRESH, services, signed_in, signed_out, user_agent
+from . import client
+from .cookies import (
+    DEVICE,
+    REFRESH,
+    read_cookie,
+    services,
+    set_device_cookie,
+    signed_in,
+    signed_out,
+    user_agent,
+)
 from .user import accepted
 
 log = logging.getLogger("hecate.auth")
 
 
 def login(body: dict[str, Any]) -> flask.Response:
-    user = users.authenticate(body["email"], body["password"])
+    found = users.find_by_email(body["email"])
+    device = devices.recognise(found, read_cookie(DEVICE))
+    attempt = client.limits().login(client.ip(), body["email"], device)
+    try:
+        user = users.authenticate(found, body["password"])
+    except Problem as problem:
+        raise attempt.failed(problem) from None
+    attempt.succeeded()
     if services().settings.login_requires_verified_email and not user.verified:
         raise Problem("email_not_verified", "Confirm your email address first: follow the link "
                       "we sent, or ask for a new one.")
     grant = services().sessions.create(
         user.id, remember=bool(body.get("rememberMe")), user_agent=user_agent()
     )
-    return signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
+    response = signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
+    if device is None:
+        set_device_cookie(response, devices.remember(user))
+    return response
 
 
 def request_magic_login(body: dict[str, Any]) -> flask.Response:
+    client.limits().mail_request(client.ip(), body["email"])
     hecate = services()
     with padded(hecate.settings.mail_response_min_ms):
         magic_link.request(hecate.outbox, body["email"])
@@ -45,6 +66,7 @@ def magic_login(body: dict[str, Any]) -> flask.Response:
 
 def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> flask.Response:
     claims: RefreshClaims = token_info["refresh"]
+    client.limits().refresh(claims.session_id)
     sessions = services().sessions
     if claims.jti is None:
         grant = sessions.adopt_legacy(claims, user_agent=user_agent())
@@ -55,7 +77,7 @@ def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> f
 
 
 def logout(body: dict[str, Any] | None = None, **_: Any) -> flask.Response:
-    token = flask.request.cookies.get(REFRESH)
+    token = read_cookie(REFRESH)
     if token:
         try:
             services().sessions.end(services().tokens.verify_refresh(token))

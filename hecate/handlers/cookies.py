@@ -12,6 +12,7 @@ from ..services import Services
 
 ACCESS = "access"
 REFRESH = "refresh"
+DEVICE = "device"  # rate limiting only (core/devices.py): no session, no token
 
 
 def services() -> Services:
@@ -23,10 +24,17 @@ def user_agent() -> str:
     return flask.request.headers.get("User-Agent", "")
 
 
+def read_cookie(name: str) -> str | None:
+    """The request's cookie ``name``, under its COOKIE_PREFIX."""
+    return flask.request.cookies.get(services().settings.cookie_prefix + name)
+
+
 def _set(response: flask.Response, name: str, value: str, max_age: int, path: str) -> None:
     settings = services().settings
     response.set_cookie(
-        name,
+        # COOKIE_PREFIX: browsers accept a __Secure-/__Host- cookie only with Secure (and, for
+        # __Host-, Path=/ and no Domain), so a sibling subdomain cannot plant or shadow ours.
+        settings.cookie_prefix + name,
         value,
         max_age=max_age,
         path=path,
@@ -35,6 +43,8 @@ def _set(response: flask.Response, name: str, value: str, max_age: int, path: st
         secure=True,
         httponly=True,
         samesite=settings.cookie_samesite,
+        # CHIPS: a cookie jar per top-level site, for an API embedded under one site.
+        partitioned=settings.cookie_partitioned,
     )
 
 
@@ -58,3 +68,9 @@ def signed_out(body: dict[str, Any], status: int = 200) -> flask.Response:
     _set(response, REFRESH, "", 0, services().settings.refresh_cookie_path)
     return response
 
+
+def set_device_cookie(response: flask.Response, device_id: str) -> None:
+    from ..core.devices import DEVICE_COOKIE_MAX_AGE
+
+    _set(response, DEVICE, device_id, DEVICE_COOKIE_MAX_AGE,
+         services().settings.refresh_cookie_path)

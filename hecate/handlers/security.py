@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connexion.security import ApiKeySecurityHandler
+from connexion.lifecycle import ConnexionRequest
+from connexion.security import NO_VALUE, ApiKeySecurityHandler
 
 from ..core.tokens import parse_cookie_header
 from ..services import Services
@@ -33,6 +34,23 @@ class LenientApiKeySecurityHandler(ApiKeySecurityHandler):
     @staticmethod
     def get_cookie_value(cookies: str | None, name: str) -> str | None:
         return parse_cookie_header(cookies).get(name)
+
+    def _get_verify_func(self, api_key_info_func: Any, loc: str, name: str,
+                         required_scopes: Any) -> Any:
+        """openapi.yaml names the cookies `access` and `refresh`; they travel under COOKIE_PREFIX,
+        which is a setting, so the name is completed per request."""
+        if loc != "cookie":
+            return super()._get_verify_func(api_key_info_func, loc, name, required_scopes)
+        check_api_key = self.check_api_key(api_key_info_func)
+
+        def wrapper(request: ConnexionRequest) -> Any:
+            prefix = _services(request).settings.cookie_prefix
+            api_key = self.get_cookie_value(request.headers.get("Cookie"), prefix + name)
+            if api_key is None:
+                return NO_VALUE
+            return check_api_key(request, api_key, required_scopes=required_scopes)
+
+        return wrapper
 
 
 SECURITY_MAP = {"apiKey": LenientApiKeySecurityHandler}

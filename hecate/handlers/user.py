@@ -9,8 +9,10 @@ import flask
 
 from ..core import email_change, links, recover, users, verify
 from ..core.errors import Problem
+from ..core.models import User
 from ..core.outbox import padded
 from ..core.tokens import AccessClaims
+from . import client
 from .cookies import services, signed_in, signed_out, user_agent
 
 ACCEPTED = "If an account exists for this address, an email is on its way."
@@ -25,22 +27,35 @@ def accepted() -> flask.Response:
 
 
 def register(body: dict[str, Any]) -> flask.Response:
+    client.limits().registration(client.ip())
     hecate = services()
     settings = hecate.settings
-    user = users.register(body["username"], body["email"], body["password"])
+    try:
+        user = users.register(body["username"], body["email"], body["password"],
+                              min_length=settings.password_min_length)
+    except Problem as problem:
+        if problem.code != "email_taken" or not settings.registration_enumeration_safe:
+            raise
+        user = users.already_registered(hecate.outbox, body["username"], body["email"])
+        return _created_signed_out(settings.login_requires_verified_email, user)
     if settings.email_verification_required:
         try:
             verify.send_link(hecate.outbox, user, strict=True)
         except Problem:
             users.delete(user.id)  # nothing half-written: the user registers again later
             raise
-    if settings.login_requires_verified_email:
-        return flask.make_response(flask.jsonify({
-            "message": "Account created. Confirm your email address to sign in.",
-            "user": user.public(),
-        }), 201)
+    if settings.login_requires_verified_email or settings.registration_enumeration_safe:
+        return _created_signed_out(settings.login_requires_verified_email, user)
     grant = hecate.sessions.create(user.id, remember=False, user_agent=user_agent())
     return signed_in({"message": "Account created.", "user": user.public()}, 201, user, grant)
+
+
+def _created_signed_out(needs_verified_email: bool, user: User) -> flask.Response:
+    # Enumeration-safe registration never signs in: cookies would tell a new account from a
+    # taken address, which gets the same answer with an unsaved look-alike user.
+    text = ("Account created. Confirm your email address to sign in." if needs_verified_email
+            else "Account created. Please sign in.")
+    return flask.make_response(flask.jsonify({"message": text, "user": user.public()}), 201)
 
 
 def me(token_info: dict[str, Any]) -> flask.Response:
@@ -54,6 +69,7 @@ def verify_email(body: dict[str, Any]) -> flask.Response:
 
 
 def resend_verification(body: dict[str, Any]) -> flask.Response:
+    client.limits().mail_request(client.ip(), body["email"])
     hecate = services()
     with padded(hecate.settings.mail_response_min_ms):
         verify.resend(hecate.outbox, body["email"])
@@ -61,6 +77,7 @@ def resend_verification(body: dict[str, Any]) -> flask.Response:
 
 
 def request_password_reset(body: dict[str, Any]) -> flask.Response:
+    client.limits().mail_request(client.ip(), body["email"])
     hecate = services()
     with padded(hecate.settings.mail_response_min_ms):
         recover.request(hecate.outbox, body["email"])
@@ -89,7 +106,8 @@ def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.R
     hecate = services()
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)
-    users.change_password(user, body["oldPassword"], body["newPassword"])
+    users.change_password(user, body["oldPassword"], body["newPassword"],
+                          min_length=hecate.settings.password_min_length)
     hecate.sessions.end_all(user.id, keep=claims.session_id)
     links.revoke(user.id, links.RESET, links.MAGIC)
     grant = hecate.sessions.renew(user.id, claims.session_id, user_agent=user_agent())
