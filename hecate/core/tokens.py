@@ -84,8 +84,8 @@ class TokenService:
             except jwt.ExpiredSignatureError:
                 raise Problem("invalid_token", "The token has expired.") from None
             except jwt.ImmatureSignatureError:
-                # iat or nbf in the future beyond the leeway: minted with a wrong clock, or ahead
-                # of time to outlive a key rotation.
+                # iat or nbf further in the future than the leeway: we never issue such a token;
+                # a wrong clock or a forgery did.
                 raise Problem("invalid_token", "The token is not yet valid.") from None
             except jwt.InvalidAudienceError:
                 raise Problem("invalid_token", "The token is meant for another audience.") \
