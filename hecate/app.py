@@ -6,6 +6,7 @@ clients registered inside create_app, and the database is dialled on the first q
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import flask
 from connexion import FlaskApp
 from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import BadRequestProblem, ProblemException
+from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
@@ -70,13 +71,20 @@ def describe(error: ValidationError) -> str:
 
 class SafeJSONBodyValidator(JSONRequestBodyValidator):
     async def _parse(self, stream: Any, scope: Any) -> Any:
+        raw = b"".join([chunk async for chunk in stream])
+        if not raw:
+            return None  # no body at all: fine where the body is optional
         try:
-            return await super()._parse(stream, scope)
+            body = json.loads(raw.decode(self._encoding))
         except UnicodeDecodeError:
             raise Problem("malformed_request", "The request body is not valid UTF-8.") from None
-        except BadRequestProblem as error:
-            raise Problem("malformed_request", f"The request body is not valid JSON: "
-                          f"{error.detail}") from None
+        except json.JSONDecodeError as error:
+            raise Problem("malformed_request",
+                          f"The request body is not valid JSON: {error}") from None
+        if body is None:
+            # A literal `null` is a body, and not an object: unlike a missing body, refuse it.
+            raise Problem("validation_failed", "The request body must be a JSON object.")
+        return body
 
     def _validate(self, body: Any) -> None:
         if body is None:
@@ -193,7 +201,9 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
         detail = {404: "There is nothing at this path.",
                   405: "This method is not allowed here."}.get(error.status_code,
                                                                str(error.detail))
-        return respond(Problem(code, detail, status=error.status_code))
+        # Keep the exception's own headers (a 405's Allow, RFC 9110).
+        return respond(Problem(code, detail, status=error.status_code,
+                               headers=dict(error.headers or {})))
 
     def on_database_error(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
         if isinstance(error, OperationFailure) and not isinstance(error, ConnectionFailure):

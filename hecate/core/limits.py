@@ -17,6 +17,7 @@ and gives back its place in the looser ones ("only failed attempts count").
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import time
@@ -99,6 +100,9 @@ class RateLimits:
     def __init__(self, settings: Settings, storage: Any) -> None:
         self.settings = settings
         self.storage = storage
+        # Close the client before interpreter teardown (see close()); processes that never
+        # stop the app explicitly (FaaS, tests) would otherwise hang or warn at exit.
+        atexit.register(self.close)
         window = settings.limiter_interval
         self.pair = RateLimitItemPerSecond(settings.limiter_attempts, window, "login-pair")
         self.device = RateLimitItemPerSecond(settings.limiter_attempts, window, "login-device")
