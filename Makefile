@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install clean
+.PHONY: run function test install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/hecate serve --dev --host 127.0.0.1 --port $${PORT:-8080}
+
+# The Google Cloud Functions entry point (main.py, target hecate) under functions-framework, as
+# the platform runs it. Settings from the environment, MONGODB_URL included (no embedded database
+# here): e.g. `HECATE_DEV=true MONGODB_URL=mongodb://localhost:27017 make function`.
+$(VENV)/.installed-gcp: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[gcp]'
+	touch $@
+
+function: $(VENV)/.installed-gcp
+	$(BIN)/functions-framework --target hecate --source main.py --host 127.0.0.1 --port $${PORT:-8080}
 
 # tox builds its own environment with the test extras and runs pytest against real servers
 # (SecantusDB over TCP, uvicorn on free 127.0.0.1 ports, aiosmtpd, redis-server) that the suite
