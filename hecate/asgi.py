@@ -1,5 +1,5 @@
-"""The production entry point: ``uvicorn --factory hecate.asgi:create`` (see the Dockerfile), and the
-app the serverless adapters serve (hecate/serverless.py).
+"""The production entry point: ``uvicorn --factory hecate.asgi:create`` (see the Dockerfile), and
+the app the serverless adapters serve (hecate/serverless.py).
 
 A factory, not a module-level ``app``: nothing happens at import time, and each uvicorn worker
 builds its own app (and its own MongoDB client) after the fork.

@@ -1,8 +1,8 @@
 """Functions-as-a-service entry points.
 
 - Google Cloud Functions / Cloud Run functions: ``main.py`` at the repository root exposes
-  ``cloud_function`` as the target ``hecate`` for functions-framework (WSGI mode, a flask.Request in, a
-  flask.Response out).
+  ``cloud_function`` as the target ``hecate`` for functions-framework (WSGI mode, a flask.Request
+  in, a flask.Response out).
 - AWS Lambda (API Gateway HTTP API and REST API events, Function URLs): the handler
   ``hecate.serverless.lambda_handler``, through Mangum.
 
@@ -49,8 +49,8 @@ class PublicPrefix:
     """Routes live at PUBLIC_BASE_PATH + /api, and the refresh cookie's Path follows them, so the
     app must see the path the browser sent. Some platforms strip the prefix before the function
     sees the request (a REST API's stage: /prod/api/... arrives as /api/...; the function name of
-    a cloudfunctions.net URL, if the platform removes it): put it back. Paths that still carry it (an HTTP API's named stage,
-    a custom domain's base path mapping) are left alone."""
+    a cloudfunctions.net URL, if the platform removes it): put it back. Paths that still carry
+    it (an HTTP API's named stage, a custom domain's base path mapping) are left alone."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
                  prefix: str) -> None:

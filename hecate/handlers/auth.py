@@ -1,7 +1,8 @@
-"""auth tag: login, refresh, logout, invalidate."""
+"""auth tag: login, refresh, logout, invalidate, device sessions."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -9,8 +10,9 @@ import flask
 
 from ..core import devices, magic_link, users
 from ..core.errors import Problem
-from ..core.outbox import padded
-from ..core.tokens import RefreshClaims
+from ..core.models import Session
+from ..core.sessions import object_id
+from ..core.tokens import AccessClaims, RefreshClaims
 from . import client
 from .cookies import (
     DEVICE,
@@ -22,7 +24,7 @@ from .cookies import (
     signed_out,
     user_agent,
 )
-from .user import accepted
+from .user import mail_quietly
 
 log = logging.getLogger("hecate.auth")
 
@@ -49,11 +51,7 @@ def login(body: dict[str, Any]) -> flask.Response:
 
 
 def request_magic_login(body: dict[str, Any]) -> flask.Response:
-    client.limits().mail_request(client.ip(), body["email"])
-    hecate = services()
-    with padded(hecate.settings.mail_response_min_ms):
-        magic_link.request(hecate.outbox, body["email"])
-    return accepted()
+    return mail_quietly(magic_link.request, body["email"])
 
 
 def magic_login(body: dict[str, Any]) -> flask.Response:
@@ -94,3 +92,37 @@ def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -
     ended = sessions.end_all(user.id)
     log.info("all sessions ended", extra={"user_id": str(user.id), "count": ended})
     return signed_out({"message": "Signed out of all devices."})
+
+
+def _iso(moment: dt.datetime) -> str:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _device(session: Session, current: str | None) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "created": _iso(session.created_at),
+        "lastUsed": _iso(session.last_used_at or session.created_at),
+        "userAgent": session.user_agent or "",
+        "remember": bool(session.remember),
+        "current": session.id == current,
+    }
+
+
+def list_sessions(token_info: dict[str, Any]) -> flask.Response:
+    claims: AccessClaims = token_info["access"]
+    found = services().sessions.list_for(object_id(claims.user_id))
+    return flask.jsonify({"sessions": [_device(s, claims.session_id) for s in found]})
+
+
+def end_session(token_info: dict[str, Any], id: str) -> flask.Response:  # noqa: A002
+    claims: AccessClaims = token_info["access"]
+    if not services().sessions.end_one(object_id(claims.user_id), id):
+        # The same answer for another user's session and an unknown one: ids cannot be probed.
+        raise Problem("not_found", "You have no session with this id.")
+    log.info("session ended", extra={"user_id": claims.user_id, "session_id": id})
+    if id == claims.session_id:
+        # Ending this very session is signing out: its cookies go too.
+        return signed_out({"message": "Signed out."})
+    return flask.jsonify({"message": "Session ended."})

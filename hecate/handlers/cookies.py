@@ -39,7 +39,8 @@ def _set(response: flask.Response, name: str, value: str, max_age: int, path: st
         max_age=max_age,
         path=path,
         domain=settings.cookie_domain,
-        # Secure always: browsers accept it on http://localhost, and refuse SameSite=None without it.
+        # Secure always: browsers accept it on http://localhost, and refuse SameSite=None
+        # without it.
         secure=True,
         httponly=True,
         samesite=settings.cookie_samesite,

@@ -3,6 +3,7 @@ delete."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flask
@@ -10,7 +11,7 @@ import flask
 from ..core import email_change, links, recover, users, verify
 from ..core.errors import Problem
 from ..core.models import User
-from ..core.outbox import padded
+from ..core.outbox import Outbox, padded
 from ..core.tokens import AccessClaims
 from . import client
 from .cookies import services, signed_in, signed_out, user_agent
@@ -22,7 +23,13 @@ def _message(text: str, status: int = 200) -> flask.Response:
     return flask.make_response(flask.jsonify({"message": text}), status)
 
 
-def accepted() -> flask.Response:
+def mail_quietly(flow: Callable[[Outbox, str], None], email: str) -> flask.Response:
+    """The endpoints that must not reveal whether an account exists: rate limited per address and
+    IP, the same 202 whatever happened, answered no sooner than MAIL_RESPONSE_MIN_MS."""
+    client.limits().mail_request(client.ip(), email)
+    hecate = services()
+    with padded(hecate.settings.mail_response_min_ms):
+        flow(hecate.outbox, email)
     return _message(ACCEPTED, 202)
 
 
@@ -69,19 +76,11 @@ def verify_email(body: dict[str, Any]) -> flask.Response:
 
 
 def resend_verification(body: dict[str, Any]) -> flask.Response:
-    client.limits().mail_request(client.ip(), body["email"])
-    hecate = services()
-    with padded(hecate.settings.mail_response_min_ms):
-        verify.resend(hecate.outbox, body["email"])
-    return accepted()
+    return mail_quietly(verify.resend, body["email"])
 
 
 def request_password_reset(body: dict[str, Any]) -> flask.Response:
-    client.limits().mail_request(client.ip(), body["email"])
-    hecate = services()
-    with padded(hecate.settings.mail_response_min_ms):
-        recover.request(hecate.outbox, body["email"])
-    return accepted()
+    return mail_quietly(recover.request, body["email"])
 
 
 def reset_password(body: dict[str, Any]) -> flask.Response:
