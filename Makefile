@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run function test install clean
+.PHONY: run function test bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ function: $(VENV)/.installed-gcp
 test: install
 	./scripts/system-deps.sh
 	$(BIN)/tox -e py -- $(ARGS)
+
+# Cold start, throughput, latency and memory against real servers it starts itself (SecantusDB,
+# hecate serve, functions-framework, uvicorn with 1 and 2 workers); ≈ 3 minutes. Runs in the run
+# environment plus the gcp extra (httpx, its load generator, comes with connexion), so the cold
+# start is measured without test tools installed.
+bench: $(VENV)/.installed-gcp
+	$(BIN)/python benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tox

@@ -10,26 +10,32 @@ import functools
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
-import flask
+# Connexion imports starlette's test client, hence httpx, at runtime; httpx then imports its
+# command-line module, which pulls rich and pygments wherever they are installed (schemathesis
+# installs them): ≈ 55 ms of cold start for a CLI nobody runs here. Marking that one module as
+# absent makes httpx skip it (it guards the import); httpx itself is unaffected.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 from connexion import FlaskApp
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
+from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.validators import JSONRequestBodyValidator, ParameterValidator
-from connexion.json_schema import Draft4RequestValidator
 from jsonschema import Draft4Validator, FormatChecker, ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException
-from flask_limiter import Limiter
 from starlette.middleware.cors import CORSMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .core import models
+from .core import models, passwords
 from .core.errors import CODES, Problem, render
 from .core.limits import RateLimits, storage_config
 from .core.settings import Settings
@@ -142,27 +148,24 @@ _STATUS_CODES = {
 }
 
 
-def _limiter(app: FlaskApp, settings: Settings) -> Limiter:
-    """flask-limiter owns the shared storage (MongoDB or Redis). Login limits use it directly:
-    they must charge an attempt before the password check and refund it on success, which a
-    decorator's deduct_when cannot do without letting a parallel burst through."""
+def _limit_storage(settings: Settings) -> Any:
+    """The shared counter storage (MongoDB or Redis) of the `limits` package. Login limits use it
+    directly: they must charge an attempt before the password check and refund it on success,
+    which a decorator's deduct_when cannot do without letting a parallel burst through. No
+    flask-limiter extension around it: it added import time (cold start) and a per-request hook,
+    and no route used its decorators."""
+    from limits.storage import storage_from_string
+
     url, options = storage_config(settings)
     if not url:
         url = "memory://"  # no database configured at all: only possible in dev-mode tooling
-    return Limiter(
-        lambda: flask.request.remote_addr or "",
-        app=app.app,
-        storage_uri=url,
-        storage_options=options,
-        strategy="fixed-window",
-        headers_enabled=False,
-        default_limits=[],
-    )
+    return storage_from_string(url, **options)
 
 
 def create_app(settings: Settings | None = None) -> FlaskApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    passwords.configure(passwords.slots_for(settings.hash_memory_budget_mb))
     services = Services(settings)
     if settings.mongodb_url:
         models.connect(settings.mongodb_url, settings.mongodb_name, settings.mongodb_timeout_ms)
@@ -176,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     )
     app.add_api(spec_path().name, base_path=settings.api_path, strict_validation=True)
     app.app.extensions["hecate"] = services
-    services.limits = RateLimits(settings, _limiter(app, settings).storage)
+    services.limits = RateLimits(settings, _limit_storage(settings))
     if settings.trusted_proxies:
         # Only hops we were told about may set the client address; a client's own
         # X-Forwarded-For is ignored otherwise (it could dodge or reset the IP limits).

@@ -108,6 +108,7 @@ class Settings:
     limiter_refresh: str = "120/minute"  # refreshes per session
     trusted_proxies: int = 0
     password_min_length: int = 8
+    hash_memory_budget_mb: int = 48  # argon2 hashes at once: budget // 19 MiB, at least 1
     registration_enumeration_safe: bool = False
     jwt_audience: str | None = None
     jwt_leeway: int = 30
@@ -181,7 +182,8 @@ class Settings:
             jwt_secrets = (_dev_secret(data_dir),)
         for secret in jwt_secrets:
             if len(secret.encode()) < 32 and not dev_mode:
-                raise SettingsError("JWT_SECRET is shorter than 32 bytes: use a longer random value")
+                raise SettingsError(
+                    "JWT_SECRET is shorter than 32 bytes: use a longer random value")
 
         samesite = get("COOKIE_SAMESITE", "Lax" if dev_mode else "None").strip().capitalize()
         if samesite not in {"Lax", "Strict", "None"}:
@@ -248,7 +250,7 @@ class Settings:
         if storage.startswith("memory://") and not dev_mode:
             raise SettingsError("LIMITER_STORAGE_URL=memory:// is only allowed in development "
                                 "mode: limits must be shared by every instance")
-        if storage and not storage.split("://")[0] in {"mongodb", "mongodb+srv", "redis",
+        if storage and storage.split("://")[0] not in {"mongodb", "mongodb+srv", "redis",
                                                        "rediss", "memory"}:
             raise SettingsError(f"LIMITER_STORAGE_URL={storage!r} must be a mongodb://, "
                                 "redis:// or (dev mode) memory:// URL")
@@ -275,6 +277,8 @@ class Settings:
             trusted_proxies=_int("TRUSTED_PROXIES", get("TRUSTED_PROXIES", "0")),
             password_min_length=_int("PASSWORD_MIN_LENGTH", get("PASSWORD_MIN_LENGTH", "8"),
                                      minimum=8),
+            hash_memory_budget_mb=_int("HASH_MEMORY_BUDGET_MB",
+                                       get("HASH_MEMORY_BUDGET_MB", "48"), minimum=1),
             registration_enumeration_safe=_bool(
                 "REGISTRATION_ENUMERATION_SAFE", get("REGISTRATION_ENUMERATION_SAFE", "false")),
             jwt_audience=get("JWT_AUDIENCE", "").strip() or None,
