@@ -34,12 +34,13 @@ import schemathesis
 from conftest import Inbox, Service, parse_set_cookie
 from contract_hooks import declared_400
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core import NOT_SET
 
 HERE = Path(__file__).resolve().parent
 HOOKS = HERE / "contract_hooks.py"
 
 EXAMPLES_PER_OPERATION = 50
-STATEFUL_SCENARIOS = 100
+STATEFUL_SCENARIOS = 200
 
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
@@ -101,13 +102,14 @@ include-operation-id = [
 ]
 checks.positive_data_acceptance.expected-statuses = {json.dumps(POSITIVE_DEFAULT + ["400"])}
 
-# Optional body, sent without one and without Content-Type: application/json: 415
+# Optional body (or, for DELETE, none), sent without Content-Type: application/json: 415
 # unsupported_media_type (the CSRF defence: "with a body of {{}} if there is nothing to send").
 [[operations]]
 include-operation-id = [
     "hecate.handlers.auth.refresh",
     "hecate.handlers.auth.logout",
     "hecate.handlers.auth.invalidate",
+    "hecate.handlers.auth.end_session",
 ]
 checks.positive_data_acceptance.expected-statuses = {json.dumps(POSITIVE_DEFAULT + ["415"])}
 """
@@ -159,6 +161,7 @@ def session_links(password_from: str) -> dict[str, dict[str, Any]]:
     signed in (so password change, email change and delete can succeed)."""
     return {
         "Me": link(USER + "me"),
+        "Sessions": link(AUTH + "list_sessions"),
         "Refresh": link(AUTH + "refresh"),
         "Logout": link(AUTH + "logout"),
         "Invalidate": link(AUTH + "invalidate"),
@@ -187,6 +190,10 @@ def add_links(spec: dict[str, Any]) -> None:
         **after_refresh,
         "ChangePasswordAgain": link(USER + "change_password",
                                     oldPassword="$request.body#/newPassword"),
+    })
+    links("/auth/sessions", "get", "200", {
+        "EndSession": {"operationId": AUTH + "end_session",
+                       "parameters": {"id": "$response.body#/sessions/0/id"}},
     })
     signed_out = {"Me": link(USER + "me"), "Refresh": link(AUTH + "refresh")}
     for path, method in (("/auth/logout", "post"), ("/auth/invalidate", "post"),
@@ -231,6 +238,9 @@ def test_stateful_sign_in_flow(fuzz_service: Service, mongo: Any) -> None:
 
         def set(self, case: Any, data: dict[str, str], ctx: Any) -> None:
             case.cookies = {**(case.cookies or {}), **data}
+            if case.method.upper() == "DELETE" and case.body is NOT_SET:
+                # As SPAs do (and the CSRF check requires): a bodiless DELETE is sent as JSON.
+                case.headers = {**(case.headers or {}), "Content-Type": "application/json"}
 
     seen: dict[tuple[str, int], int] = {}
 
@@ -263,5 +273,5 @@ def test_stateful_sign_in_flow(fuzz_service: Service, mongo: Any) -> None:
     for step in [("POST /user/register", 201), ("POST /auth/login", 200),
                  ("POST /auth/refresh", 200), ("POST /auth/logout", 200), ("GET /user", 200),
                  ("PUT /user/password/change", 200), ("PUT /user/email/change", 200),
-                 ("PUT /user/delete", 200)]:
+                 ("PUT /user/delete", 200), ("GET /auth/sessions", 200)]:
         assert seen.get(step), f"no {step} in {sorted(seen.items())}"

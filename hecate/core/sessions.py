@@ -187,3 +187,16 @@ class Sessions:
             if renewed is not None:
                 return _grant(renewed)
         return self.create(user_id, remember=False, user_agent=user_agent)
+
+    def list_for(self, user_id: ObjectId) -> list[Session]:
+        """The user's live sessions, newest first: one query, filtered by the owner, so no other
+        user's session can ever appear."""
+        return list(Session.objects(user_id=user_id, expires_at__gt=utcnow())
+                    .order_by("-created_at")
+                    .only("id", "created_at", "last_used_at", "user_agent", "remember"))
+
+    def end_one(self, user_id: ObjectId, session_id: str) -> bool:
+        """End one live session of the user; False if there is none with that id (another user's
+        and an unknown id alike, so ids cannot be probed). One delete, filtered by the owner."""
+        return bool(Session.objects(id=session_id, user_id=user_id,
+                                    expires_at__gt=utcnow()).delete())

@@ -95,8 +95,8 @@ def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -
 
 
 def _iso(moment: dt.datetime) -> str:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _device(session: Session, current: str | None) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def list_sessions(token_info: dict[str, Any]) -> flask.Response:
     return flask.jsonify({"sessions": [_device(s, claims.session_id) for s in found]})
 
 
-def end_session(token_info: dict[str, Any], id: str) -> flask.Response:  # noqa: A002
+def end_session(token_info: dict[str, Any], id: str) -> flask.Response:
     claims: AccessClaims = token_info["access"]
     if not services().sessions.end_one(object_id(claims.user_id), id):
         # The same answer for another user's session and an unknown one: ids cannot be probed.
