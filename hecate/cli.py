@@ -41,6 +41,7 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 def serve(settings: Settings) -> int:
     import logging
+    import signal
 
     import uvicorn
 
@@ -72,10 +73,15 @@ def serve(settings: Settings) -> int:
         config = uvicorn.Config(app, host=settings.host, port=settings.port,
                                 access_log=False, log_level="warning", lifespan="off",
                                 proxy_headers=False, timeout_graceful_shutdown=20)
+        # uvicorn shuts down gracefully on SIGTERM (stops accepting, lets requests in flight
+        # finish), then raises the signal again; with SIGTERM's default action that killed the
+        # process (exit 143) after a clean stop. Raised as KeyboardInterrupt, it ends here like
+        # Ctrl-C: exit 0, after the clients below are closed.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             uvicorn.Server(config).run()
         except KeyboardInterrupt:
-            pass  # uvicorn re-raises Ctrl-C after its graceful shutdown
+            pass  # uvicorn re-raises Ctrl-C (and SIGTERM, above) after its graceful shutdown
         app.app.extensions["hecate"].close()
         models.disconnect()
     return 0

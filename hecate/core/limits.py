@@ -100,6 +100,7 @@ class RateLimits:
     def __init__(self, settings: Settings, storage: Any) -> None:
         self.settings = settings
         self.storage = storage
+        self._expiry_indexed = False
         # Close the client before interpreter teardown (see close()); processes that never
         # stop the app explicitly (FaaS, tests) would otherwise hang or warn at exit.
         atexit.register(self.close)
@@ -125,6 +126,8 @@ class RateLimits:
                 count = self.storage.incr(counter.key, item.get_expiry(), amount=1)
             counter.count = int(count)
             counter.reset_at = float(self.storage.get_expiry(counter.key))
+            if not self._expiry_indexed:
+                self._index_expiry()
         except Problem:
             raise
         except Exception as error:  # noqa: BLE001 - fail closed, whatever the storage raised
@@ -135,6 +138,20 @@ class RateLimits:
             raise Problem("service_unavailable", "The service is temporarily unavailable; "
                           "please retry shortly.", headers={"Retry-After": "5"})
         return counter
+
+    def _index_expiry(self) -> None:
+        """limits' MongoDB storage builds its TTL index only when it opens its client, and never
+        again if the database was down then: expired counters would pile up for good. So once per
+        process, after a counter was written, make sure the index is there (idempotent)."""
+        from limits.storage.mongodb import MongoDBStorageBase
+
+        try:
+            if isinstance(self.storage, MongoDBStorageBase):
+                self.storage.counters.create_index("expireAt", expireAfterSeconds=0)
+            self._expiry_indexed = True
+        except Exception as error:  # noqa: BLE001 - the count stands; tried again next time
+            log.warning("could not build the rate limit expiry index",
+                        extra={"error": type(error).__name__})
 
     def _clear(self, counter: Counter) -> None:
         try:

@@ -9,6 +9,7 @@ expired by a TTL index.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import unicodedata
 
 import mongoengine as me
@@ -127,6 +128,8 @@ INDEXES: dict[type[me.Document], list[IndexModel]] = {
 def connect(url: str, name: str, timeout_ms: int) -> None:
     """Register the process-wide client, lazily: nothing is dialled until the first query, so a
     service whose database is down still starts (FaaS cannot wait)."""
+    global _indexes_built
+    _indexes_built = False
     me.disconnect(alias=ALIAS)
     me.connect(
         db=name,
@@ -151,6 +154,26 @@ def ping() -> None:
     me.get_db(ALIAS).client.admin.command("ping")
 
 
+# Whether this process has built the indexes on the connected database (one client per process,
+# like the connection itself).
+_indexes_built = False
+_indexes_lock = threading.Lock()
+
+
 def ensure_indexes() -> None:
+    global _indexes_built
     for document, indexes in INDEXES.items():
         document._get_collection().create_indexes(indexes)
+    _indexes_built = True
+
+
+def require_indexes() -> None:
+    """Build the indexes now unless this process already has. Writes whose only guard against a
+    race is a unique index (registration, email change) call this first: a service that started
+    while its database was down (and could not build them then) builds them once the database is
+    back, without a restart. A database error propagates (503)."""
+    if _indexes_built:
+        return
+    with _indexes_lock:
+        if not _indexes_built:
+            ensure_indexes()

@@ -8,7 +8,7 @@ from bson import ObjectId
 from mongoengine.errors import NotUniqueError
 from mongoengine.queryset.visitor import Q
 
-from . import passwords
+from . import models, passwords
 from .errors import Problem
 from .models import User, normalize_email, normalize_username, utcnow
 from .outbox import Outbox
@@ -55,6 +55,7 @@ def register(username: str, email: str, password: str, *, min_length: int) -> Us
     password_hash = passwords.hash_password(password)
     if find_by_email(email):
         raise Problem("email_taken", "An account with this email address already exists.")
+    models.require_indexes()  # the unique keys below are the guard against a racing twin
     user = User(
         username=username,
         email=email.strip(),

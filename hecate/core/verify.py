@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mongoengine.errors import NotUniqueError
 
-from . import links
+from . import links, models
 from .errors import Problem
 from .models import User, normalize_email
 from .outbox import Outbox
@@ -48,6 +48,7 @@ def confirm(token: str) -> User:
                           "the account's.")
         User.objects(id=user.id).update_one(set__verified=True)
     else:
+        models.require_indexes()
         try:
             # The unique index re-checks, atomically, that nobody took the address meanwhile.
             User.objects(id=user.id).update_one(

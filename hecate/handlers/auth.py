@@ -66,11 +66,14 @@ def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> f
     claims: RefreshClaims = token_info["refresh"]
     client.limits().refresh(claims.session_id)
     sessions = services().sessions
+    # The user is read before the rotation, so that the rotation is the last database call: a
+    # refresh that fails (database lost: 503) has then not rotated, and the cookie the client
+    # still holds stays the session's current one.
+    user = users.get(claims.user_id)
     if claims.jti is None:
         grant = sessions.adopt_legacy(claims, user_agent=user_agent())
     else:
         grant = sessions.rotate(claims)
-    user = users.get(claims.user_id)
     return signed_in({"message": "Session refreshed.", "user": user.public()}, 200, user, grant)
 
 
