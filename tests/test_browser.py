@@ -601,11 +601,14 @@ def attack(deployment: Deployment, alice: Device, origin: str, *, with_cookies: 
                     headers: {"Content-Type": "application/json"}, body: "{}"});
                 out.json = "sent";
             } catch (e) { out.json = "blocked"; }
-            // A "simple" request needs no preflight: it is sent (the page cannot read the answer).
+            // "Simple" requests need no preflight: they are sent (the page cannot read the
+            // answers). One with a text body, one without a body (and so without a type).
             try {
                 await fetch(api + "/auth/invalidate", {method: "POST", mode: "no-cors",
                     credentials: "include", headers: {"Content-Type": "text/plain"},
                     body: "{}"});
+                await fetch(api + "/auth/invalidate", {method: "POST", mode: "no-cors",
+                    credentials: "include"});
                 out.simple = "sent";
             } catch (e) { out.simple = "blocked"; }
             return out;
@@ -623,11 +626,14 @@ def attack(deployment: Deployment, alice: Device, origin: str, *, with_cookies: 
 
         # What reached Hecate from that page: the read, answered but hidden from the page by
         # CORS; the JSON POST's preflight, refused (the POST itself never left the browser); the
-        # simple POST and the form post, refused by the CSRF check (not JSON, foreign origin).
+        # simple POSTs and the form post, refused by Hecate's CSRF check: not JSON. (Without that
+        # check the bodiless POST signs the user out everywhere: Connexion validates the type
+        # of a body only. A foreign page cannot send JSON without a preflight, so the check's
+        # Origin half is covered by tests/test_csrf.py, not reachable from a browser here.)
         deadline = time.monotonic() + 10
         while True:
             attempts = [s for s in deployment.witness.seen[witnessed:] if s.origin == origin]
-            if len([s for s in attempts if s.status]) >= 4 or time.monotonic() > deadline:
+            if len([s for s in attempts if s.status]) >= 5 or time.monotonic() > deadline:
                 break
             evil.wait_for_timeout(50)
         got = sorted((s.method, s.path, s.status) for s in attempts)
@@ -635,11 +641,12 @@ def attack(deployment: Deployment, alice: Device, origin: str, *, with_cookies: 
         assert got == [("GET", "/api/user", 200 if "access" in read.cookies else 401),
                        ("OPTIONS", "/api/auth/invalidate", 400),
                        ("POST", "/api/auth/invalidate", 415),
+                       ("POST", "/api/auth/invalidate", 415),
                        ("POST", "/api/auth/logout", 415)], got
-        simple = next(s for s in attempts if s.method == "POST" and s.path.endswith("invalidate"))
         if with_cookies:
             # The attack was real: the refresh cookie (7 days) went along, and was refused.
-            assert "refresh" in simple.cookies, simple
+            simple = [s for s in attempts if s.method == "POST" and s.path.endswith("invalidate")]
+            assert all("refresh" in s.cookies for s in simple), simple
         else:
             assert not any({"access", "refresh"} & s.cookies for s in attempts), attempts
     finally:
