@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages some tests need (a real redis-server for the Redis rate-limit storage).
+# Debian packages some tests need: a real redis-server for the Redis rate-limit storage, and
+# Chromium (with its driver) for tests/test_browser.py, the example SPA in a real browser.
 # Installed when missing and we may (root with apt-get); otherwise those tests say what is
 # missing (and fail under CI=true).
 set -u
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (Debian)"
