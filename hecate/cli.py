@@ -176,12 +176,19 @@ def operate(settings: Settings, args: argparse.Namespace) -> int:
             models.disconnect()
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 1000:
+        raise argparse.ArgumentTypeError("must be 1 to 1000")
+    return number
+
+
 def _operator_commands(commands: Any) -> list[argparse.ArgumentParser]:
     user_cmd = commands.add_parser("user", help="operator: show, disable or enable an account")
     actions = user_cmd.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show", help="the account, its sessions and recent events")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.add_argument("--limit", type=int, default=20, help="events to show (default 20)")
+    show.add_argument("--limit", type=_count, default=20, help="events to show (default 20)")
     disable = actions.add_parser("disable", help="no sign-in or refresh; its sessions end")
     enable = actions.add_parser("enable", help="allow sign-in again")
     for command in (show, disable, enable):
