@@ -35,10 +35,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .core import models, passwords
+from .core import audit, models, passwords
 from .core.errors import CODES, Problem, render
 from .core.limits import RateLimits, storage_config
 from .core.settings import Settings
+from .handlers import client
 from .handlers.security import SECURITY_MAP
 from .logs import configure_logging
 from .middleware import BodyLimit, OriginCheck, RequestLog, SwaggerUIPolicy
@@ -167,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     configure_logging(settings.log_level)
     passwords.configure(passwords.slots_for(settings.hash_memory_budget_mb))
     services = Services(settings)
+    audit.configure(settings.audit_retention)
     if settings.mongodb_url:
         models.connect(settings.mongodb_url, settings.mongodb_name, settings.mongodb_timeout_ms)
 
@@ -185,6 +187,9 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
         # X-Forwarded-For is ignored otherwise (it could dodge or reset the IP limits).
         app.add_wsgi_middleware(ProxyFix, x_for=settings.trusted_proxies, x_proto=1)
     app.app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Audit events recorded while serving a request carry its client (IP after ProxyFix).
+    app.app.before_request(client.bind_audit)
+    app.app.teardown_request(client.unbind_audit)
 
     # Each lands just before Connexion's exception handling, so the first added is outermost:
     # the request log and headers (on every answer, preflights included), the Swagger UI page's

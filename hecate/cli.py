@@ -1,12 +1,14 @@
-"""The `hecate` command: serve, check."""
+"""The `hecate` command: serve, check, and the operator's user and sessions commands."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from .core.settings import Settings, SettingsError
 
@@ -108,6 +110,106 @@ def check(settings: Settings) -> int:
     return 1 if report.problems else 0
 
 
+def _print_overview(data: dict[str, Any]) -> None:
+    user = data["user"]
+    print(f"user {user['id']} {user['username']} <{user['email']}>  verified: "
+          f"{'yes' if user['verified'] else 'no'}  disabled: "
+          f"{'yes' if user['disabled'] else 'no'}  created: {user['created'] or '-'}")
+    print(f"sessions ({len(data['sessions'])}):")
+    for s in data["sessions"]:
+        print(f"  {s['id']}  created {s['created']}  last used {s['lastUsed']}  "
+              f"remember: {'yes' if s['remember'] else 'no'}  {s['userAgent'] or '-'}")
+    print(f"recent events ({len(data['events'])}, newest first):")
+    for e in data["events"]:
+        details = " ".join(f"{k}={v}" for k, v in e["details"].items())
+        print(f"  {e['time']}  {e['event']}  session={e['sessionId'] or '-'}  "
+              f"ip={e['ip'] or '-'}  {details}  {e['userAgent'] or ''}".rstrip())
+
+
+def _operate(settings: Settings, args: argparse.Namespace) -> int:
+    from .core import operator
+    from .core.sessions import Sessions
+
+    sessions = Sessions(settings)
+    if args.command == "sessions" and args.all:
+        if sys.stdin.isatty() and not args.yes:
+            answer = input("End every session of every user? Everyone must sign in again. "
+                           "Type yes: ")
+            if answer.strip().lower() != "yes":
+                print("nothing done")
+                return 1
+        print(f"ended {operator.end_all_sessions()} sessions of all users")
+        return 0
+    if args.command == "sessions":
+        user, ended = operator.end_sessions(sessions, args.email)
+        print(f"ended {ended} sessions of {user.email}")
+    elif args.action == "disable":
+        user, ended = operator.disable(sessions, args.email)
+        print(f"disabled {user.email}; ended {ended} sessions")
+    elif args.action == "enable":
+        user = operator.enable(args.email)
+        print(f"enabled {user.email}")
+    else:
+        data = operator.overview_json(operator.show(sessions, args.email, limit=args.limit))
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            _print_overview(data)
+    return 0
+
+
+def operate(settings: Settings, args: argparse.Namespace) -> int:
+    """`hecate user ...` and `hecate sessions end ...`, on the database of `hecate check`."""
+    from pymongo.errors import PyMongoError
+
+    from .core import audit, models
+    from .core.operator import UnknownAccount
+
+    with database(settings) as connected:
+        models.connect(connected.mongodb_url, connected.mongodb_name,
+                       connected.mongodb_timeout_ms)
+        audit.configure(connected.audit_retention)
+        try:
+            return _operate(connected, args)
+        except UnknownAccount as error:
+            print(f"hecate: no account has the email address {error}", file=sys.stderr)
+            return 1
+        except PyMongoError as error:
+            print(f"hecate: the database does not answer: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+            return 1
+        finally:
+            models.disconnect()
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 1000:
+        raise argparse.ArgumentTypeError("must be 1 to 1000")
+    return number
+
+
+def _operator_commands(commands: Any) -> list[argparse.ArgumentParser]:
+    user_cmd = commands.add_parser("user", help="operator: show, disable or enable an account")
+    actions = user_cmd.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="the account, its sessions and recent events")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument("--limit", type=_count, default=20, help="events to show (default 20)")
+    disable = actions.add_parser("disable", help="no sign-in or refresh; its sessions end")
+    enable = actions.add_parser("enable", help="allow sign-in again")
+    for command in (show, disable, enable):
+        command.add_argument("email", help="the account's email address")
+    sessions_cmd = commands.add_parser("sessions", help="operator: end sessions")
+    session_actions = sessions_cmd.add_subparsers(dest="action", required=True)
+    end = session_actions.add_parser("end", help="end every session of one user, or of all")
+    which = end.add_mutually_exclusive_group(required=True)
+    which.add_argument("email", nargs="?", help="the account's email address")
+    which.add_argument("--all", action="store_true",
+                       help="every session of every user (after a key leak)")
+    end.add_argument("--yes", action="store_true", help="do not ask (--all)")
+    return [show, disable, enable, end]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -119,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--host", help="interface to listen on (HOST, default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (PORT, default 8080)")
     check_cmd = commands.add_parser("check", help="validate settings, build indexes, check data")
-    for command in (serve_cmd, check_cmd):
+    for command in (serve_cmd, check_cmd, *_operator_commands(commands)):
         command.add_argument("--dev", action="store_true", default=None,
                              help="development mode: embedded database, generated secret")
     args = parser.parse_args(argv)
@@ -129,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.require_mail()
             overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
             return serve(dataclasses.replace(settings, **overrides))
+        if args.command in {"user", "sessions"}:
+            return operate(settings, args)
         return check(settings)
     except SettingsError as error:
         print(f"hecate: configuration error: {error}", file=sys.stderr)

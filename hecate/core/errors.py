@@ -22,6 +22,7 @@ CODES: dict[str, tuple[int, str]] = {
     "token_reused": (401, "Unauthorized"),
     "wrong_password": (403, "Forbidden"),
     "email_not_verified": (403, "Forbidden"),
+    "account_disabled": (403, "Forbidden"),
     "origin_not_allowed": (403, "Forbidden"),
     "not_found": (404, "Not Found"),
     "method_not_allowed": (405, "Method Not Allowed"),

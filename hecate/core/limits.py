@@ -27,6 +27,7 @@ from typing import Any
 from limits import RateLimitItem, parse
 from limits.limits import RateLimitItemPerSecond
 
+from . import audit
 from .errors import Problem
 from .models import normalize_email
 from .settings import Settings
@@ -167,6 +168,10 @@ class RateLimits:
 
     def _refuse(self, counter: Counter) -> Problem:
         log.warning("rate limit hit", extra={"limit": counter.item.namespace})
+        if counter.count == counter.item.amount + 1:
+            # One audit event per limit and window: the request that crosses it (an attacker's
+            # further refused attempts would otherwise each cost a database write).
+            audit.record(audit.RATE_LIMIT_HIT, limit=counter.item.namespace)
         return Problem("too_many_requests", "Too many attempts; please wait before trying "
                        "again.", headers=counter.headers())
 

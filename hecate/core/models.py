@@ -53,6 +53,8 @@ class User(me.Document):
     # SHA-256 of the device ids of browsers that signed in (see devices.py).
     devices = me.ListField(me.StringField())
     created_at = me.DateTimeField(db_field="createdAt")
+    # Set by an operator (`hecate user disable`): no sign-in, no refresh, no new session.
+    disabled = me.BooleanField(default=False)
 
     def public(self) -> dict[str, object]:
         """The only shape of a user that leaves the service."""
@@ -105,6 +107,26 @@ class LinkToken(me.Document):
     expires_at = me.DateTimeField(db_field="expiresAt", required=True)
 
 
+class Event(me.Document):
+    """One security event of the audit trail (core/audit.py). Never a secret or an email
+    address; expired by a TTL index at ``expiresAt`` (time + AUDIT_RETENTION when written)."""
+
+    meta = {
+        "collection": "events",
+        "auto_create_index": False,
+        "db_alias": ALIAS,
+    }
+
+    time = me.DateTimeField(required=True)
+    event = me.StringField(required=True)
+    user_id = me.ObjectIdField(db_field="userId")
+    session_id = me.StringField(db_field="sessionId")
+    ip = me.StringField()
+    user_agent = me.StringField(db_field="userAgent")
+    details = me.DictField()
+    expires_at = me.DateTimeField(db_field="expiresAt", required=True)
+
+
 INDEXES: dict[type[me.Document], list[IndexModel]] = {
     User: [
         IndexModel([("emailNormalized", ASCENDING)], unique=True, sparse=True,
@@ -120,6 +142,10 @@ INDEXES: dict[type[me.Document], list[IndexModel]] = {
     LinkToken: [
         IndexModel([("hash", ASCENDING)], unique=True, name="hash_unique"),
         IndexModel([("userId", ASCENDING)], name="user"),
+        IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    Event: [
+        IndexModel([("userId", ASCENDING), ("time", DESCENDING)], name="user_time"),
         IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
 }

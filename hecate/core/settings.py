@@ -89,6 +89,7 @@ class Settings:
     email_change_ttl: int = 24 * 3600
     max_sessions: int = 10
     legacy_refresh_tokens: bool = True
+    audit_retention: int = 90 * 86400  # how long audit events are kept
 
     # Database (empty mongodb_url + dev mode = embedded SecantusDB)
     mongodb_url: str = ""
@@ -225,12 +226,13 @@ class Settings:
             "password_reset_ttl": ("JWT_PASSWORD_RESET_TTL", "60m"),
             "magic_login_ttl": ("JWT_MAGIC_LOGIN_TTL", "5m"),
             "email_change_ttl": ("JWT_EMAIL_CHANGE_TTL", "24h"),
+            "audit_retention": ("AUDIT_RETENTION", "90d"),
         }
         parsed = {key: parse_duration(name, get(name, default)) for key, (name, default) in
                   durations.items()}
         for key in ("access_ttl", "refresh_ttl", "extended_refresh_ttl", "session_max_age",
                     "verification_ttl", "password_reset_ttl", "magic_login_ttl",
-                    "email_change_ttl"):
+                    "email_change_ttl", "audit_retention"):
             if parsed[key] <= 0:
                 raise SettingsError(f"{durations[key][0]} must be longer than 0 seconds")
 

@@ -123,6 +123,13 @@ def _upgrade(user: User, new_hash: str | None) -> None:
             User.objects(id=user.id, hash=user.hash).update_one(set__hash=new_hash)
 
 
+def ensure_enabled(user: User) -> None:
+    """403 account_disabled for an account an operator disabled. Asked only after the password
+    (or link) proved who is asking, so it tells them nothing they could not know."""
+    if user.disabled:
+        raise Problem("account_disabled", "This account is disabled; please contact support.")
+
+
 def check_password(user: User, password: str) -> None:
     ok, _ = passwords.verify_password(password, user.hash)
     if not ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mongoengine.errors import NotUniqueError
 
-from . import links, models
+from . import audit, links, models
 from .errors import Problem
 from .models import User, normalize_email
 from .outbox import Outbox
@@ -57,5 +57,6 @@ def confirm(token: str) -> User:
         except NotUniqueError:
             raise Problem("email_taken", "Another account uses this address now.") from None
         links.revoke(user.id, links.EMAIL_CHANGE_CANCEL)
+        audit.record(audit.EMAIL_CHANGE_CONFIRMED, user_id=user.id)
     user.reload()
     return user

@@ -8,9 +8,9 @@ from typing import Any
 
 import flask
 
-from ..core import devices, magic_link, users
+from ..core import audit, devices, magic_link, users
 from ..core.errors import Problem
-from ..core.models import Session
+from ..core.models import Session, User
 from ..core.sessions import object_id
 from ..core.tokens import AccessClaims, RefreshClaims
 from . import client
@@ -36,18 +36,34 @@ def login(body: dict[str, Any]) -> flask.Response:
     try:
         user = users.authenticate(found, body["password"])
     except Problem as problem:
+        # An unknown address is not stored, not even hashed (see core/audit.py).
+        audit.record(audit.LOGIN_FAILED, user_id=found.id if found else None,
+                     reason="wrong_password" if found else "unknown_account")
         raise attempt.failed(problem) from None
     attempt.succeeded()
-    if services().settings.login_requires_verified_email and not user.verified:
-        raise Problem("email_not_verified", "Confirm your email address first: follow the link "
-                      "we sent, or ask for a new one.")
+    _may_sign_in(user, "password",
+                 verified_required=services().settings.login_requires_verified_email)
     grant = services().sessions.create(
         user.id, remember=bool(body.get("rememberMe")), user_agent=user_agent()
     )
+    audit.record(audit.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id,
+                 method="password")
     response = signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
     if device is None:
         set_device_cookie(response, devices.remember(user))
     return response
+
+
+def _may_sign_in(user: User, method: str, *, verified_required: bool = False) -> None:
+    """The refusals that come after the password or link proved who is asking."""
+    try:
+        users.ensure_enabled(user)
+        if verified_required and not user.verified:
+            raise Problem("email_not_verified", "Confirm your email address first: follow the "
+                          "link we sent, or ask for a new one.")
+    except Problem as problem:
+        audit.record(audit.LOGIN_FAILED, user_id=user.id, reason=problem.code, method=method)
+        raise
 
 
 def request_magic_login(body: dict[str, Any]) -> flask.Response:
@@ -56,9 +72,12 @@ def request_magic_login(body: dict[str, Any]) -> flask.Response:
 
 def magic_login(body: dict[str, Any]) -> flask.Response:
     user = magic_link.login(body["token"])
+    _may_sign_in(user, "magic_link")
     grant = services().sessions.create(
         user.id, remember=bool(body.get("rememberMe")), user_agent=user_agent()
     )
+    audit.record(audit.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id,
+                 method="magic_link")
     return signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
 
 
@@ -70,6 +89,10 @@ def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> f
     # refresh that fails (database lost: 503) has then not rotated, and the cookie the client
     # still holds stays the session's current one.
     user = users.get(claims.user_id)
+    if user.disabled:
+        # A sign-in that raced `hecate user disable` got a session: it ends here.
+        sessions.end_all(user.id)
+        raise Problem("session_ended", "This session has ended; please sign in again.")
     if claims.jti is None:
         grant = sessions.adopt_legacy(claims, user_agent=user_agent())
     else:
@@ -81,9 +104,13 @@ def logout(body: dict[str, Any] | None = None, **_: Any) -> flask.Response:
     token = read_cookie(REFRESH)
     if token:
         try:
-            services().sessions.end(services().tokens.verify_refresh(token))
+            claims = services().tokens.verify_refresh(token)
+            services().sessions.end(claims)
         except Problem:
             pass  # expired, tampered or already ended: logging out is still a success
+        else:
+            audit.record(audit.SESSION_LOGOUT, user_id=claims.user_id,
+                         session_id=claims.session_id)
     return signed_out({"message": "Signed out."})
 
 
@@ -94,6 +121,8 @@ def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -
     user = users.get(claims.user_id)
     ended = sessions.end_all(user.id)
     log.info("all sessions ended", extra={"user_id": str(user.id), "count": ended})
+    audit.record(audit.SESSIONS_INVALIDATED, user_id=user.id, session_id=claims.session_id,
+                 sessions_ended=ended)
     return signed_out({"message": "Signed out of all devices."})
 
 
@@ -125,6 +154,8 @@ def end_session(token_info: dict[str, Any], id: str) -> flask.Response:
         # The same answer for another user's session and an unknown one: ids cannot be probed.
         raise Problem("not_found", "You have no session with this id.")
     log.info("session ended", extra={"user_id": claims.user_id, "session_id": id})
+    audit.record(audit.SESSION_REVOKED, user_id=claims.user_id, session_id=id,
+                 current=id == claims.session_id)
     if id == claims.session_id:
         # Ending this very session is signing out: its cookies go too.
         return signed_out({"message": "Signed out."})

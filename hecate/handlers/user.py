@@ -1,14 +1,15 @@
-"""user tag: register, who-am-I, email verification and change, password change and reset,
-delete."""
+"""user tag: register, who-am-I, recent activity, email verification and change, password change
+and reset, delete."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import flask
 
-from ..core import email_change, links, recover, users, verify
+from ..core import audit, email_change, links, recover, users, verify
 from ..core.errors import Problem
 from ..core.models import User
 from ..core.outbox import Outbox, padded
@@ -52,8 +53,10 @@ def register(body: dict[str, Any]) -> flask.Response:
             users.delete(user.id)  # nothing half-written: the user registers again later
             raise
     if settings.login_requires_verified_email or settings.registration_enumeration_safe:
+        audit.record(audit.ACCOUNT_CREATED, user_id=user.id)
         return _created_signed_out(settings.login_requires_verified_email, user)
     grant = hecate.sessions.create(user.id, remember=False, user_agent=user_agent())
+    audit.record(audit.ACCOUNT_CREATED, user_id=user.id, session_id=grant.session_id)
     return signed_in({"message": "Account created.", "user": user.public()}, 201, user, grant)
 
 
@@ -85,13 +88,17 @@ def request_password_reset(body: dict[str, Any]) -> flask.Response:
 
 def reset_password(body: dict[str, Any]) -> flask.Response:
     hecate = services()
-    recover.reset(hecate.outbox, hecate.sessions, body["token"], body["newPassword"])
+    user = recover.reset(hecate.outbox, hecate.sessions, body["token"], body["newPassword"])
+    audit.record(audit.PASSWORD_RESET, user_id=user.id)
     return _message("Password changed. Please sign in with your new password.")
 
 
 def change_email(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
-    user = users.get(token_info["access"].user_id)
+    claims: AccessClaims = token_info["access"]
+    user = users.get(claims.user_id)
+    users.ensure_enabled(user)
     email_change.request(services().outbox, user, body["email"], body["password"])
+    audit.record(audit.EMAIL_CHANGE_REQUESTED, user_id=user.id, session_id=claims.session_id)
     return _message("Check your new address for a confirmation link; until you confirm, "
                     "your address stays as it is.")
 
@@ -105,11 +112,14 @@ def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.R
     hecate = services()
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)
+    users.ensure_enabled(user)  # else it would hand a disabled account a new session
     users.change_password(user, body["oldPassword"], body["newPassword"],
                           min_length=hecate.settings.password_min_length)
-    hecate.sessions.end_all(user.id, keep=claims.session_id)
+    ended = hecate.sessions.end_all(user.id, keep=claims.session_id)
     links.revoke(user.id, links.RESET, links.MAGIC)
     grant = hecate.sessions.renew(user.id, claims.session_id, user_agent=user_agent())
+    audit.record(audit.PASSWORD_CHANGED, user_id=user.id, session_id=grant.session_id,
+                 sessions_ended=ended)
     hecate.outbox.try_send("password_changed", user.email, username=user.username)
     return signed_in({"message": "Password changed."}, 200, user, grant)
 
@@ -117,9 +127,34 @@ def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.R
 def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
     hecate = services()
     user = users.get(token_info["access"].user_id)
+    users.ensure_enabled(user)  # a disabled account is kept as it is for the operator
     users.check_password(user, body["password"])
     users.delete(user.id)
     hecate.sessions.end_all(user.id)
     links.revoke(user.id)
+    # Its trail goes with it; what is kept is that an account with this id was deleted, when
+    # (no IP, no user agent, no email), until AUDIT_RETENTION expires it.
+    audit.forget(user.id)
+    audit.record(audit.ACCOUNT_DELETED, user_id=user.id, ip=None, user_agent=None)
     hecate.outbox.try_send("account_deleted", user.email, username=user.username)
     return signed_out({"message": "Account deleted."})
+
+
+def _iso(moment: dt.datetime) -> str:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def activity(token_info: dict[str, Any], limit: int = 20) -> flask.Response:
+    """The caller's recent security events, newest first (an SPA's "recent sign-ins")."""
+    claims: AccessClaims = token_info["access"]
+    user = users.get(claims.user_id)  # a deleted account: 401, as for GET /user
+    events = audit.recent(user.id, limit)
+    return flask.jsonify({"events": [{
+        "event": event.event,
+        "time": _iso(event.time),
+        "ip": event.ip,
+        "userAgent": event.user_agent or "",
+        "sessionId": event.session_id,
+        "current": event.session_id is not None and event.session_id == claims.session_id,
+    } for event in events]})
