@@ -13,14 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import jwt
 import pytest
 from conftest import TEST_SECRET, Service, register
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import strategies as st
+from test_tokens import any_text, json_values, near_valid_claims
 
 from hecate.core import keys
+from hecate.core.errors import Problem
 from hecate.core.settings import Settings, SettingsError
+from hecate.core.tokens import TokenService
 from hecate.verify import InvalidToken, Verifier, verify_access_token
 
 ALGORITHMS = ["RS256", "ES256", "EdDSA"]
@@ -340,3 +345,27 @@ def test_tokens_are_not_bigger_than_a_cookie_can_hold(
     assert 0 < len(client.cookie("access") or "") < 2000
     assert client.get("/api/user").status_code == 200
 
+
+
+# Property test: whatever a client sends, verification in asymmetric mode fails with a 401 ----
+_ES_KEY = keys.generate("ES256")
+_ES_KID = keys.public_key(_ES_KEY.public_key()).kid
+_ES_TOKENS = TokenService(settings(JWT_ALGORITHM="ES256", JWT_PRIVATE_KEY=pem(_ES_KEY)))
+_headers = st.fixed_dictionaries(
+    {"alg": st.sampled_from(["ES256", "RS256", "EdDSA", "HS256", "none", "es256"]) | json_values},
+    optional={"kid": st.just(_ES_KID) | json_values, "typ": st.just("JWT") | json_values})
+
+
+def _b64json(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(any_text | st.builds(
+    lambda head, claims, signature: f"{_b64json(head)}.{_b64json(claims)}.{signature}",
+    _headers, near_valid_claims(), st.text(alphabet="AB-_x", max_size=90)))
+def test_asymmetric_verification_of_any_text_fails_only_with_a_401_problem(token: str) -> None:
+    for verify in (_ES_TOKENS.verify_access, _ES_TOKENS.verify_refresh):
+        with pytest.raises(Problem) as caught:
+            verify(token)
+        assert caught.value.status == 401
