@@ -347,6 +347,18 @@ def test_tokens_are_not_bigger_than_a_cookie_can_hold(
 
 
 
+def test_going_back_to_hs256_keeps_the_previous_keys_verifying() -> None:
+    key = new_key("EdDSA")
+    before = TokenService(settings(JWT_ALGORITHM="EdDSA", JWT_PRIVATE_KEY=pem(key)))
+    token, _ = before.issue_access("u1", "s1", True)
+    back = TokenService(settings(JWT_SECRET=TEST_SECRET, JWT_PREVIOUS_KEYS=public_pem(key)))
+    assert back.algorithm == "HS256" and back.verify_access(token).user_id == "u1"
+    assert [k["kid"] for k in json.loads(back.jwks)["keys"]] == [before.kid]
+    hs_token, _ = back.issue_access("u2", "s2", False)
+    assert header(hs_token)["alg"] == "HS256"
+    assert TokenService(settings(JWT_SECRET=TEST_SECRET)).jwks == '{"keys":[]}'
+
+
 # Property test: whatever a client sends, verification in asymmetric mode fails with a 401 ----
 _ES_KEY = keys.generate("ES256")
 _ES_KID = keys.public_key(_ES_KEY.public_key()).kid
