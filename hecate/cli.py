@@ -1,4 +1,5 @@
-"""The `hecate` command: serve, check, and the operator's user and sessions commands."""
+"""The `hecate` command: serve, check, keys generate, and the operator's user and sessions
+commands."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from pathlib import Path
 
 from .core.settings import Settings, SettingsError
 
 BANNER = """
   ============================================================================
    DEVELOPMENT MODE - not for production
-   * generated JWT secret in {data_dir}/jwt-secret
+   * {signing}
    * {database}
    * SameSite={samesite} cookies for an SPA on localhost, mail printed to the console
   ============================================================================
@@ -64,7 +66,10 @@ def serve(settings: Settings) -> int:
         if settings.dev_mode:
             where = (f"embedded database in {settings.data_dir / 'db'}" if embedded
                      else "database from MONGODB_URL")
-            print(BANNER.format(data_dir=settings.data_dir, database=where,
+            signing = (f"tokens signed with JWT_PRIVATE_KEY ({settings.jwt_algorithm})"
+                       if settings.jwt_signing_key else
+                       f"generated JWT secret in {settings.data_dir}/jwt-secret")
+            print(BANNER.format(signing=signing, database=where,
                                 samesite=settings.cookie_samesite), flush=True)
         print(f"Hecate listening on {base}\n"
               f"  Swagger UI:   {base}/ui/\n"
@@ -103,6 +108,7 @@ def check(settings: Settings) -> int:
         finally:
             models.disconnect()
     print("settings: ok")
+    print(f"tokens: {describe_signing(settings)}")
     for note in report.notes:
         print(f"ok: {note}")
     for problem in report.problems:
@@ -210,6 +216,62 @@ def _operator_commands(commands: Any) -> list[argparse.ArgumentParser]:
     return [show, disable, enable, end]
 
 
+def describe_signing(settings: Settings) -> str:
+    """Which algorithm and key sign, which keys verify: ids only, never key material."""
+    from .core.tokens import TokenService
+
+    tokens = TokenService(settings)
+    line = f"{tokens.algorithm}, signing key kid={tokens.kid}"
+    if settings.jwt_signing_key is None:
+        return line + f"; {len(settings.jwt_secrets)} JWT_SECRET value(s) verify"
+    published = [key.kid for key in settings.jwt_public_keys]
+    line += f"; published in the JWKS: {', '.join(published)}"
+    if settings.jwt_secrets:
+        line += (f"; JWT_SECRET ({len(settings.jwt_secrets)} value(s)) still verifies HS256 "
+                 "tokens: unset it once the move is done")
+    return line
+
+
+def generate_keys(algorithm: str, out: str) -> int:
+    """Write a new key pair (or, with out="-", the private key to stdout); print the settings."""
+    import os
+
+    from .core import keys
+
+    private = keys.generate(algorithm)
+    signing = keys.public_key(private.public_key())
+    info = sys.stderr if out == "-" else sys.stdout
+    if out == "-":
+        sys.stdout.write(keys.private_pem(private).decode())
+        sys.stdout.flush()
+        private_ref = "<the PEM text written to stdout>"
+        public_line = ""
+        print(f"wrote a new {algorithm} private key to stdout (nothing on disk)", file=info)
+    else:
+        folder = Path(out).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"jwt-{algorithm.lower()}-{signing.kid[:12]}"
+        private_path, public_path = folder / f"{stem}.pem", folder / f"{stem}.pub.pem"
+        # O_EXCL: never overwrite a key; 0600: the private key is nobody else's to read.
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(keys.private_pem(private))
+        fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(keys.public_pem(private.public_key()))
+        private_ref = str(private_path)
+        public_line = f"  public key:  {public_path}\n"
+        print(f"wrote a new {algorithm} key pair\n"
+              f"  private key: {private_path} (mode 0600: keep it secret)", file=info)
+    print(f"{public_line}  kid:         {signing.kid}\n"
+          "set on Hecate:\n"
+          f"  JWT_ALGORITHM={algorithm}\n"
+          f"  JWT_PRIVATE_KEY={private_ref}\n"
+          "rotating? put the key it replaces (its public key is enough) in JWT_PREVIOUS_KEYS\n"
+          "until the tokens it signed have expired", file=info)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -224,7 +286,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for command in (serve_cmd, check_cmd, *_operator_commands(commands)):
         command.add_argument("--dev", action="store_true", default=None,
                              help="development mode: embedded database, generated secret")
+    keys_cmd = commands.add_parser("keys", help="asymmetric signing keys (JWT_PRIVATE_KEY)")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    generate_cmd = keys_sub.add_parser(
+        "generate", help="create a key pair; prints the settings and the kid, not the key")
+    generate_cmd.add_argument("--algorithm", choices=("RS256", "ES256", "EdDSA"),
+                              default="ES256", help="JWT_ALGORITHM of the key (default ES256)")
+    generate_cmd.add_argument("--out", default=".", metavar="DIR",
+                              help="folder for the two PEM files (default: the current one); "
+                                   "'-' writes the private key to stdout and nothing to disk")
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        # Needs no settings: keys are made before Hecate is configured with them.
+        try:
+            return generate_keys(args.algorithm, args.out)
+        except OSError as error:
+            print(f"hecate: cannot write the key: {error}", file=sys.stderr)
+            return 2
     try:
         settings = Settings.from_env(dev=args.dev)
         if args.command == "serve":

@@ -147,3 +147,54 @@ def test_serve_with_mongodb_url_and_check_reports_node_era_duplicates(
     finally:
         output = _stop(process)
     assert "not for production" not in output
+
+
+def test_keys_generate_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
+    from hecate.core.settings import Settings
+
+    result = _hecate("keys", "generate", "--algorithm", "EdDSA", "--out", str(tmp_path / "k"))
+    assert result.returncode == 0, result.stderr
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+    private = next(p for p in (tmp_path / "k").glob("jwt-eddsa-*.pem")
+                   if not p.name.endswith(".pub.pem"))
+    public = next((tmp_path / "k").glob("jwt-eddsa-*.pub.pem"))
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert "PUBLIC KEY" in public.read_text()
+    assert "JWT_ALGORITHM=EdDSA" in result.stdout
+    assert f"JWT_PRIVATE_KEY={private}" in result.stdout
+    # The key works as printed, and the kid shown is the one tokens will carry.
+    settings = Settings.from_env({"JWT_ALGORITHM": "EdDSA", "JWT_PRIVATE_KEY": str(private),
+                                  "APP_URL": "https://a.example"})
+    assert settings.jwt_signing_key is not None
+    assert f"kid:         {settings.jwt_signing_key.kid}" in result.stdout
+
+
+def test_keys_generate_to_stdout_only_when_asked() -> None:
+    result = _hecate("keys", "generate", "--algorithm", "RS256", "--out", "-")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("-----BEGIN PRIVATE KEY-----")
+    assert "PRIVATE KEY" not in result.stderr and "JWT_ALGORITHM=RS256" in result.stderr
+
+
+def test_check_reports_the_algorithm_and_the_kids(
+    database: Database, db_name: str, tmp_path: Path
+) -> None:
+    env = {"MONGODB_URL": database.url, "MONGODB_NAME": db_name, "JWT_SECRET": TEST_SECRET,
+           "APP_URL": "https://app.example", "MAIL_TRANSPORT": "console"}
+    result = _hecate("check", **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tokens: HS256, signing key kid=" in result.stdout
+    assert TEST_SECRET not in result.stdout
+
+    made = _hecate("keys", "generate", "--algorithm", "ES256", "--out", str(tmp_path))
+    kid = made.stdout.split("kid:")[1].split()[0]
+    private = next(p for p in tmp_path.glob("*.pem") if not p.name.endswith(".pub.pem"))
+    result = _hecate("check", JWT_ALGORITHM="ES256", JWT_PRIVATE_KEY=str(private), **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"tokens: ES256, signing key kid={kid}" in result.stdout
+    assert "JWT_SECRET (1 value(s)) still verifies HS256 tokens" in result.stdout
+
+    result = _hecate("check", JWT_ALGORITHM="ES256", JWT_PRIVATE_KEY=str(tmp_path / "nope.pem"),
+                     **env)
+    assert result.returncode == 2
+    assert "JWT_PRIVATE_KEY: cannot read the key file" in result.stderr

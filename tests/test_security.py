@@ -73,6 +73,65 @@ def test_hs_rs_algorithm_confusion_is_refused(registered: object, service: Servi
         assert response.json()["code"] == "invalid_token"
 
 
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "EdDSA"])
+def test_algorithm_confusion_is_refused_with_asymmetric_keys(
+    start_service: Callable[..., Service], algorithm: str,
+) -> None:
+    """With JWT_ALGORITHM=RS256/ES256/EdDSA: HS256 'signed' with the public key text (the PEM
+    downstream services may hold, or its JWK), HS256 with the old shared secret, another key
+    under the real kid, another algorithm under the real kid, and alg none are all refused."""
+    import hashlib
+    import hmac
+
+    from hecate.core import keys
+    from hecate.core.tokens import key_id
+
+    private = keys.generate(algorithm) if algorithm != "RS256" else \
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = keys.public_key(private.public_key()).kid
+    service = start_service(JWT_ALGORITHM=algorithm, JWT_PRIVATE_KEY=keys.private_pem(
+        private).decode(), JWT_SECRET="")
+    client = service.client()
+    register(client)
+    genuine = client.cookie("access") or ""
+    assert client.get("/api/user").status_code == 200
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    jwks_text = service.client().get("/api/.well-known/jwks.json").text
+
+    def hs256_by_hand(secret: bytes, head: dict[str, str]) -> str:
+        signing_input = f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(claims).encode())}"
+        return f"{signing_input}." + _b64(hmac.new(secret, signing_input.encode(),
+                                                   hashlib.sha256).digest())
+
+    public_pem = keys.public_pem(private.public_key())
+    other = keys.generate(algorithm) if algorithm != "RS256" else \
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    swapped = {"RS256": "ES256", "ES256": "EdDSA", "EdDSA": "RS256"}[algorithm]
+    forgeries = {
+        "public PEM as HMAC secret, real kid": hs256_by_hand(
+            public_pem, {"alg": "HS256", "typ": "JWT", "kid": kid}),
+        "public PEM as HMAC secret, no kid": hs256_by_hand(public_pem,
+                                                           {"alg": "HS256", "typ": "JWT"}),
+        "JWKS text as HMAC secret": hs256_by_hand(jwks_text.encode(),
+                                                  {"alg": "HS256", "kid": kid}),
+        "the old shared secret": jwt.encode(claims, TEST_SECRET, algorithm="HS256",
+                                            headers={"kid": key_id(TEST_SECRET)}),
+        "another key under the real kid": jwt.encode(claims, other, algorithm=algorithm,
+                                                     headers={"kid": kid}),
+        "another algorithm under the real kid": jwt.encode(
+            claims, keys.generate(swapped), algorithm=swapped, headers={"kid": kid}),
+        "alg none": f"{_b64(json.dumps({'alg': 'none', 'kid': kid}).encode())}."
+                    f"{genuine.split('.')[1]}.",
+        "genuine header and claims, signature of another token": ".".join(
+            genuine.split(".")[:2] + [jwt.encode(claims, private, algorithm=algorithm,
+                                                 headers={"kid": kid, "x": "1"}).split(".")[2]]),
+    }
+    for name, token in forgeries.items():
+        response = service.client().get("/api/user", headers={"Cookie": f"access={token}"})
+        assert response.status_code == 401, name
+        assert response.json()["code"] == "invalid_token", name
+
+
 @pytest.fixture
 def crawled(start_service: Callable[..., Service], inbox: Inbox) -> list[str]:
     """The text of an answer of every operation, driven through a whole account lifecycle."""

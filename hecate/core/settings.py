@@ -12,7 +12,11 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus, urlsplit
+
+if TYPE_CHECKING:
+    from .keys import PublicKey, SigningKey
 
 
 class SettingsError(ValueError):
@@ -74,6 +78,11 @@ class Settings:
 
     # Tokens
     jwt_secrets: tuple[str, ...] = ()
+    # HS256 signs with the first of jwt_secrets; RS256/ES256/EdDSA with jwt_signing_key (and
+    # jwt_secrets, if any, then only verify: a move from HS256).
+    jwt_algorithm: str = "HS256"
+    jwt_signing_key: SigningKey | None = None
+    jwt_previous_keys: tuple[PublicKey, ...] = ()  # published and verify; never sign
     jwt_issuer: str = "hecate"
     access_ttl: int = 15 * 60
     refresh_ttl: int = 60 * 60
@@ -155,6 +164,13 @@ class Settings:
         return self.jwt_secrets[0]
 
     @property
+    def jwt_public_keys(self) -> tuple[PublicKey, ...]:
+        """The keys the JWKS publishes: the signing key's first, then JWT_PREVIOUS_KEYS."""
+        first = (self.jwt_signing_key.public,) if self.jwt_signing_key else ()
+        return first + tuple(k for k in self.jwt_previous_keys
+                             if not first or k.kid != first[0].kid)
+
+    @property
     def api_path(self) -> str:
         return f"{self.public_base_path}/api"
 
@@ -172,9 +188,12 @@ class Settings:
         dev_mode = _bool("HECATE_DEV", get("HECATE_DEV", "false")) if dev is None else dev
         data_dir = Path(get("HECATE_DATA_DIR", ".hecate-data"))
 
+        jwt_algorithm, signing_key, previous_keys = _jwt_keys(get)
         secrets_raw = get("JWT_SECRET", "")
         jwt_secrets = tuple(s for s in secrets_raw.split() if s)
-        if not jwt_secrets:
+        # With an asymmetric key JWT_SECRET is optional: it then only verifies HS256 tokens
+        # issued before the move (and the Node deployment's refresh tokens).
+        if not jwt_secrets and jwt_algorithm == "HS256":
             if not dev_mode:
                 raise SettingsError(
                     "JWT_SECRET is not set: give it a random value of at least 32 bytes "
@@ -289,6 +308,9 @@ class Settings:
             cookie_partitioned=_bool("COOKIE_PARTITIONED", get("COOKIE_PARTITIONED", "false")),
             data_dir=data_dir,
             jwt_secrets=jwt_secrets,
+            jwt_algorithm=jwt_algorithm,
+            jwt_signing_key=signing_key,
+            jwt_previous_keys=previous_keys,
             jwt_issuer=get("JWT_ISSUER", "hecate"),
             email_verification_required=_bool(
                 "EMAIL_VERIFICATION_REQUIRED", get("EMAIL_VERIFICATION_REQUIRED", "true")),
@@ -337,6 +359,35 @@ class Settings:
                 "MONGODB_URL is not set: point it at your MongoDB "
                 "(the embedded database is only started in development mode, --dev)"
             )
+
+
+def _jwt_keys(get: Callable[[str, str], str]) \
+        -> tuple[str, SigningKey | None, tuple[PublicKey, ...]]:
+    """JWT_ALGORITHM, JWT_PRIVATE_KEY and JWT_PREVIOUS_KEYS, checked against each other."""
+    raw_algorithm = get("JWT_ALGORITHM", "HS256").strip() or "HS256"
+    names = {"HS256": "HS256", "RS256": "RS256", "ES256": "ES256", "EDDSA": "EdDSA"}
+    algorithm = names.get(raw_algorithm.upper())
+    if algorithm is None:
+        raise SettingsError(f"JWT_ALGORITHM={raw_algorithm!r} must be HS256 (JWT_SECRET), "
+                            "RS256, ES256 or EdDSA (JWT_PRIVATE_KEY)")
+    private_raw = get("JWT_PRIVATE_KEY", "").strip()
+    previous_raw = get("JWT_PREVIOUS_KEYS", "").strip()
+    if algorithm == "HS256" and private_raw:
+        # Fail closed: the operator meant to sign with the key, not with the shared secret.
+        raise SettingsError("JWT_PRIVATE_KEY is set but JWT_ALGORITHM is HS256: set "
+                            "JWT_ALGORITHM to RS256, ES256 or EdDSA to sign with it")
+    if algorithm != "HS256" and not private_raw:
+        raise SettingsError(f"JWT_PRIVATE_KEY is not set: JWT_ALGORITHM={algorithm} signs with "
+                            "a private key (PEM text or the path of a PEM file; `hecate keys "
+                            f"generate --algorithm {algorithm}` makes one)")
+    if not private_raw and not previous_raw:
+        return algorithm, None, ()
+    from . import keys
+
+    signing = keys.load_signing_key("JWT_PRIVATE_KEY", private_raw, algorithm) \
+        if private_raw else None
+    previous = keys.load_public_keys("JWT_PREVIOUS_KEYS", previous_raw) if previous_raw else ()
+    return algorithm, signing, previous
 
 
 def _mail_settings(get: Callable[[str, str], str], dev_mode: bool) -> dict[str, object]:

@@ -1,13 +1,14 @@
 """What a token is: JWT encoding and verification for access and refresh tokens.
 
-Downstream services hold the signing secret, so they can mint any JWT: only the access token is
-meant for them. A refresh token is worthless without the server-side session that stores its
-``jti`` (see sessions.py).
+With HS256 downstream services hold the signing secret, so they can mint any JWT: only the access
+token is meant for them. A refresh token is worthless without the server-side session that stores
+its ``jti`` (see sessions.py). With RS256, ES256 or EdDSA they hold only the public keys (the JWKS).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import jwt
 from .errors import Problem
 from .settings import Settings
 
-ALGORITHM = "HS256"
+ALGORITHM = "HS256"  # with JWT_SECRET
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})  # with JWT_PRIVATE_KEY
 # Far above any token Hecate issues; refuse to even parse larger input.
 MAX_TOKEN_LENGTH = 4096
 
@@ -54,10 +56,47 @@ class TokenService:
         # The first secret signs; every one verifies, so a key can be rotated without signing
         # everybody out: JWT_SECRET="new old", and "new" once the old tokens have expired.
         self._keys = {key_id(secret): secret for secret in reversed(settings.jwt_secrets)}
+        # Asymmetric keys by kid (their JWK thumbprint): the signing key's and the previous ones.
+        self._public = {key.kid: key for key in settings.jwt_public_keys}
+        signing = settings.jwt_signing_key
+        if signing is not None:
+            self._signing_key: Any = signing.private
+            self._algorithm, self._kid = signing.algorithm, signing.kid
+        else:
+            secret = settings.jwt_secret
+            self._signing_key, self._algorithm, self._kid = secret, ALGORITHM, key_id(secret)
+        # Computed once: the JWKS endpoint answers it as it is. Never a secret, only public keys.
+        self.jwks = json.dumps({"keys": [key.jwk for key in self._public.values()]},
+                               separators=(",", ":"))
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    @property
+    def kid(self) -> str:
+        """The kid of the key that signs (names it among the published ones)."""
+        return self._kid
 
     def _encode(self, claims: dict[str, Any]) -> str:
-        secret = self.settings.jwt_secret
-        return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
+        return jwt.encode(claims, self._signing_key, algorithm=self._algorithm,
+                          headers={"kid": self._kid})
+
+    def _candidates(self, alg: object, kid: object) -> tuple[tuple[Any, ...], str]:
+        """The keys a token with this header may be verified with, and the algorithm. A key is
+        only ever used with its own algorithm: a public key is never tried as an HMAC secret."""
+        if alg == ALGORITHM and self._keys:
+            known = self._keys.get(kid) if isinstance(kid, str) else None
+            # Without a known kid (tokens of the Node original have none) every secret is tried.
+            return ((known,) if known is not None else self.settings.jwt_secrets), ALGORITHM
+        if isinstance(alg, str) and alg in ASYMMETRIC_ALGORITHMS and self._public:
+            public = self._public.get(kid) if isinstance(kid, str) else None
+            if public is None:
+                raise Problem("invalid_token", "The token is signed with an unknown key.")
+            if public.algorithm != alg:
+                raise Problem("invalid_token", "The token's algorithm does not match its key.")
+            return (public.key,), public.algorithm
+        raise Problem("invalid_token", "The token is signed with an unexpected algorithm.")
 
     def _decode(self, token: str, **options: Any) -> dict[str, Any]:
         if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -66,16 +105,11 @@ class TokenService:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Problem("invalid_token", "The token is malformed.") from None
-        if header.get("alg") != ALGORITHM:
-            raise Problem("invalid_token", "The token is signed with an unexpected algorithm.")
-        kid = header.get("kid")
-        known = self._keys.get(kid) if isinstance(kid, str) else None
-        # Without a known kid (tokens of the Node original have none) every secret is tried.
-        candidates = (known,) if known is not None else self.settings.jwt_secrets
-        for secret in candidates:
+        candidates, algorithm = self._candidates(header.get("alg"), header.get("kid"))
+        for key in candidates:
             try:
                 claims: dict[str, Any] = jwt.decode(
-                    token, secret, algorithms=[ALGORITHM], options={"require": ["exp"]},
+                    token, key, algorithms=[algorithm], options={"require": ["exp"]},
                     leeway=self.settings.jwt_leeway, **options,
                 )
                 return claims
