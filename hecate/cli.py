@@ -9,8 +9,8 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .core.settings import Settings, SettingsError
 
