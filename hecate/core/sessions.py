@@ -14,6 +14,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from mongoengine.queryset.visitor import Q
 
+from . import metrics
 from .errors import Problem
 from .models import Session, User, utcnow
 from .settings import Settings
@@ -123,6 +124,7 @@ class Sessions:
         Session.objects(id=session.id).delete()
         log.warning("refresh token reuse detected; session revoked",
                     extra={"session_id": session.id, "user_id": str(user_id)})
+        metrics.refresh_token_reused()
         raise Problem("token_reused",
                       "This refresh token was already used; the session has been ended.")
 

@@ -1,12 +1,35 @@
-"""meta tag: health."""
+"""meta tag: health and metrics."""
 
 from __future__ import annotations
 
+import hmac
+
 import flask
 
+from ..core import metrics as counters
 from ..core import models
+from ..core.errors import Problem
+from .cookies import services
 
 
 def health() -> flask.Response:
     models.ping()  # a database error becomes 503 service_unavailable (app.py)
     return flask.jsonify({"status": "ok"})
+
+
+def metrics() -> flask.Response:
+    settings = services().settings
+    if not settings.metrics_enabled:
+        # Off: the same answer as any path that does not exist.
+        raise Problem("not_found", "There is nothing at this path.")
+    if settings.metrics_token:
+        scheme, _, offered = flask.request.headers.get("Authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+        if scheme.lower() != "bearer" or not offered.strip():
+            raise Problem("authentication_required", "Send the metrics token as "
+                          "Authorization: Bearer <METRICS_TOKEN>.", headers=challenge)
+        # Constant time: the comparison must not tell how much of a guess was right.
+        if not hmac.compare_digest(offered.strip().encode(), settings.metrics_token.encode()):
+            raise Problem("invalid_token", "The metrics token is not valid.", headers=challenge)
+    body, content_type = counters.exposition()
+    return flask.Response(body, status=200, content_type=content_type)
