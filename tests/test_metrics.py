@@ -78,12 +78,18 @@ def test_a_metrics_token_is_required_when_set(start_service: Callable[..., Servi
     assert value(samples, "hecate_requests_total", operation="meta.metrics", status="401") >= 6
 
 
-def test_the_token_must_be_long_enough(database: Database, db_name: str) -> None:
+def test_metrics_settings_are_checked_at_start(database: Database, db_name: str,
+                                              tmp_path: Path) -> None:
     from hecate.core.settings import SettingsError
 
     with pytest.raises(SettingsError, match="METRICS_TOKEN"):
         conftest.test_settings(database, db_name, METRICS_ENABLED="true",
                                METRICS_TOKEN="short")
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(SettingsError, match="PROMETHEUS_MULTIPROC_DIR"):
+        conftest.test_settings(database, db_name, METRICS_ENABLED="true",
+                               PROMETHEUS_MULTIPROC_DIR=str(not_a_directory))
 
 
 def test_failed_logins_are_counted(metered: Service) -> None:
