@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .core import audit, models, passwords
+from .core import audit, metrics, models, passwords
 from .core.errors import CODES, Problem, render
 from .core.limits import RateLimits, storage_config
 from .core.settings import Settings
@@ -169,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     passwords.configure(passwords.slots_for(settings.hash_memory_budget_mb))
     services = Services(settings)
     audit.configure(settings.audit_retention)
+    if settings.metrics_enabled:
+        metrics.enable(settings.metrics_multiproc_dir)
     if settings.mongodb_url:
         models.connect(settings.mongodb_url, settings.mongodb_name, settings.mongodb_timeout_ms)
 
@@ -245,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
                                headers=dict(error.headers or {})))
 
     def on_database_error(_request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        metrics.database_error()
         if isinstance(error, OperationFailure) and not isinstance(error, ConnectionFailure):
             log.error("database operation failed", extra={"error": type(error).__name__})
         else:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+from .core import metrics
 from .core.errors import Problem, render
 from .services import Services
 
@@ -40,10 +41,23 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         scope["hecate"] = self.services
+        # Connexion's routing records the operation in a shallow copy of the scope: a dict put
+        # here first is shared with that copy, so the operation can be read back below.
+        extensions = scope.setdefault("extensions", {})
         started = time.perf_counter()
         offered = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
         status = 0
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                routing = extensions.get("connexion_routing") or {}
+                # No answer started: an error escaped the app (the server answers 500).
+                metrics.request_answered(routing.get("operation_id"), status or 500,
+                                         time.perf_counter() - started)
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             nonlocal status
@@ -51,18 +65,24 @@ class RequestLog:
                 status = message["status"]
                 message["headers"] = _security_headers(message.get("headers") or [],
                                                        request_id)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte leaves: a client that has its answer (and then
+                # scrapes the metrics) finds the request counted.
+                count()
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            count()
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 extra={
                     "method": scope.get("method"),
                     "path": scope.get("path"),  # never the query string
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(elapsed * 1000, 1),
                     "request_id": request_id,
                 },
             )

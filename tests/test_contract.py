@@ -117,9 +117,10 @@ checks.positive_data_acceptance.expected-statuses = {json.dumps(POSITIVE_DEFAULT
 
 @pytest.fixture
 def fuzz_service(start_service: Callable[..., Service], inbox: Inbox) -> Service:
-    """Rate limits off, mail answers not padded, mail delivered over SMTP to the test's inbox."""
+    """Rate limits off, mail answers not padded, mail delivered over SMTP to the test's inbox,
+    metrics on (so that /metrics answers 200 and its text format is checked too)."""
     return start_service(**{**inbox.env(), "LIMITER_ENABLED": "false",
-                            "MAIL_RESPONSE_MIN_MS": "0"})
+                            "MAIL_RESPONSE_MIN_MS": "0", "METRICS_ENABLED": "true"})
 
 
 def test_schemathesis_run(fuzz_service: Service, tmp_path: Path) -> None:

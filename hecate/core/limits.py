@@ -27,7 +27,7 @@ from typing import Any
 from limits import RateLimitItem, parse
 from limits.limits import RateLimitItemPerSecond
 
-from . import audit
+from . import audit, metrics
 from .errors import Problem
 from .models import normalize_email
 from .settings import Settings
@@ -133,6 +133,7 @@ class RateLimits:
             raise
         except Exception as error:  # noqa: BLE001 - fail closed, whatever the storage raised
             log.error("rate limit storage unavailable", extra={"error": type(error).__name__})
+            metrics.database_error("rate_limits")
             raise Problem("service_unavailable", "The service is temporarily unavailable; "
                           "please retry shortly.", headers={"Retry-After": "5"}) from None
         if not counter.count:
@@ -172,6 +173,7 @@ class RateLimits:
             # One audit event per limit and window: the request that crosses it (an attacker's
             # further refused attempts would otherwise each cost a database write).
             audit.record(audit.RATE_LIMIT_HIT, limit=counter.item.namespace)
+        metrics.rate_limited(counter.item.namespace)
         return Problem("too_many_requests", "Too many attempts; please wait before trying "
                        "again.", headers=counter.headers())
 

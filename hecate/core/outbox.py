@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from . import metrics
 from .errors import Problem
 from .settings import Settings
 
@@ -48,6 +49,7 @@ class Outbox:
         except Exception as error:  # noqa: BLE001 - any transport failure is a failed send
             with self._lock:
                 self.failures += 1
+            metrics.mail_failed(template)
             # The error text of our transports never carries the message body (it holds links).
             log.warning("mail not sent", extra={"template": template,
                                                 "error": f"{type(error).__name__}: {error}"})

@@ -14,7 +14,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from mongoengine.queryset.visitor import Q
 
-from . import audit
+from . import audit, metrics
 from .errors import Problem
 from .models import Session, User, utcnow
 from .settings import Settings
@@ -125,6 +125,7 @@ class Sessions:
         log.warning("refresh token reuse detected; session revoked",
                     extra={"session_id": session.id, "user_id": str(user_id)})
         audit.record(audit.REFRESH_REUSED, user_id=user_id, session_id=session.id)
+        metrics.refresh_token_reused()
         raise Problem("token_reused",
                       "This refresh token was already used; the session has been ended.")
 

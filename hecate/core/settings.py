@@ -141,6 +141,11 @@ class Settings:
     error_format: str = "json"
     max_body_bytes: int = 64 * 1024
 
+    # Metrics (GET /api/metrics, Prometheus text format)
+    metrics_enabled: bool = False
+    metrics_token: str = dataclasses.field(default="", repr=False)
+    metrics_multiproc_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR: sum over workers
+
     # Mail
     mail_transport: str = ""
     mail_templates_dir: Path | None = None
@@ -281,8 +286,19 @@ class Settings:
                                           r"(second|minute|hour|day)s?\s*", value):
                 raise SettingsError(f"{name}={value!r} is not a rate (use e.g. 3/hour)")
 
+        metrics_token = get("METRICS_TOKEN", "").strip()
+        if metrics_token and len(metrics_token) < 16:
+            raise SettingsError("METRICS_TOKEN is shorter than 16 characters: use a longer "
+                                "random value")
+        multiproc_dir = get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+        if multiproc_dir and Path(multiproc_dir).exists() and not Path(multiproc_dir).is_dir():
+            raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={multiproc_dir!r} is not a directory")
+
         return cls(
             dev_mode=dev_mode,
+            metrics_enabled=_bool("METRICS_ENABLED", get("METRICS_ENABLED", "false")),
+            metrics_token=metrics_token,
+            metrics_multiproc_dir=Path(multiproc_dir) if multiproc_dir else None,
             limiter_enabled=_bool("LIMITER_ENABLED", get("LIMITER_ENABLED", "true")),
             limiter_storage_url=storage,
             limiter_attempts=_int("LIMITER_ATTEMPTS", get("LIMITER_ATTEMPTS", "5"), minimum=1),

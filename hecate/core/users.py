@@ -8,7 +8,7 @@ from bson import ObjectId
 from mongoengine.errors import NotUniqueError
 from mongoengine.queryset.visitor import Q
 
-from . import models, passwords
+from . import metrics, models, passwords
 from .errors import Problem
 from .models import User, normalize_email, normalize_username, utcnow
 from .outbox import Outbox
@@ -98,6 +98,7 @@ def authenticate(user: User | None, password: str) -> User:
     against a dummy hash)."""
     ok, new_hash = passwords.verify_password(password, user.hash if user else None)
     if user is None or not ok:
+        metrics.login_failed()
         raise Problem("invalid_credentials", "Invalid email or password.")
     if new_hash or user.email_normalized is None:
         _upgrade(user, new_hash)

@@ -1,10 +1,14 @@
-"""meta tag: health, and the public signing keys."""
+"""meta tag: health, metrics and the public signing keys."""
 
 from __future__ import annotations
 
+import hmac
+
 import flask
 
+from ..core import metrics as counters
 from ..core import models
+from ..core.errors import Problem
 from .cookies import services
 
 # Downstream verifiers (hecate.verify) keep the set 300 s too, and fetch it again at once for a
@@ -21,3 +25,19 @@ def jwks() -> flask.Response:
     """The public keys tokens are signed with (empty with HS256: the secret is never shown)."""
     return flask.Response(services().tokens.jwks, mimetype="application/json",
                           headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
+def metrics() -> flask.Response:
+    settings = services().settings
+    if not settings.metrics_enabled:
+        # Off: the same answer as any path that does not exist.
+        raise Problem("not_found", "There is nothing at this path.")
+    if settings.metrics_token:
+        scheme, _, offered = flask.request.headers.get("Authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+        if scheme.lower() != "bearer" or not offered.strip():
+            raise Problem("authentication_required", "Send the metrics token as "
+                          "Authorization: Bearer <METRICS_TOKEN>.", headers=challenge)
+        # Constant time: the comparison must not tell how much of a guess was right.
+        if not hmac.compare_digest(offered.strip().encode(), settings.metrics_token.encode()):
+            raise Problem("invalid_token", "The metrics token is not valid.", headers=challenge)
+    body, content_type = counters.exposition()
+    return flask.Response(body, status=200, content_type=content_type)
