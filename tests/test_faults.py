@@ -156,7 +156,11 @@ class Traffic:
                 if response is not None:
                     with self.lock:
                         self.registered[name] = response.status_code
-                self._record("login", lambda c=client, n=name: login(c, f"{n}@example.com"))
+                # A registration that answered 503 may or may not have landed (its write can be
+                # lost with the database): signing in then answers 200 or 401, both right.
+                operation = "login" if response is not None and response.status_code == 201 \
+                    else "login after a failed registration"
+                self._record(operation, lambda c=client, n=name: login(c, f"{n}@example.com"))
             finally:
                 client.close()
 
@@ -194,7 +198,10 @@ def test_the_database_killed_and_restarted_during_traffic(tmp_path: Path) -> Non
         assert traffic.failures == []
         # Every answer is a success or a 503; in particular no 500 and no 401 for a session whose
         # refresh was cut short.
-        assert set(statuses) <= {200, 201, 503}, statuses
+        unexpected = Counter((op, status) for op, status, _ in traffic.answers
+                             if status not in {200, 201, 503}
+                             and not (op.startswith("login after") and status == 401))
+        assert not unexpected, unexpected
         assert statuses[503] > 0, "the fault went unnoticed: the test proved nothing"
         for response in traffic.unavailable:
             assert_unavailable(response)
