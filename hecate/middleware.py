@@ -11,11 +11,11 @@ import re
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from .core import metrics
 from .core.errors import Problem, render
 from .services import Services
+from .verify import origin_of
 
 log = logging.getLogger("hecate.request")
 
@@ -168,17 +168,6 @@ _UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _SAME_SITE_FETCHES = frozenset({"same-origin", "same-site", "none"})
 
 
-def _origin_of(url: str) -> str:
-    """scheme://host[:port] of a URL, lower-cased; "" when it has none."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return ""
-    if not parts.scheme or not parts.netloc:
-        return ""
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
-
-
 class OriginCheck:
     """CSRF defence. The cookies are SameSite=None for SPAs on another site, so a browser sends them
     with any site's requests. Every operation that changes something therefore (a) takes JSON only:
@@ -220,7 +209,7 @@ class OriginCheck:
             return self._allowed(origin.strip().lower(), scope, headers)
         referer = headers.get(b"referer", "").strip()
         if referer:
-            return self._allowed(_origin_of(referer), scope, headers)
+            return self._allowed(origin_of(referer), scope, headers)
         site = headers.get(b"sec-fetch-site")
         if site is not None:
             return site.strip().lower() in _SAME_SITE_FETCHES

@@ -254,7 +254,7 @@ class Verifier:
             if not referer:
                 site = headers("sec-fetch-site")
                 return site is None or site.strip().lower() in _SAME_SITE_FETCHES
-            origin = _origin_of(referer)
+            origin = origin_of(referer)
         # "null" (sandboxed frames, privacy-redirected form posts) is no origin we trust.
         origin = origin.strip().lower()
         if origin in self.allowed_origins:
@@ -459,7 +459,8 @@ def _header(token: str) -> dict[str, Any] | None:
     return header if isinstance(header, dict) else None
 
 
-def _origin_of(url: str) -> str:
+def origin_of(url: str) -> str:
+    """scheme://host[:port] of a URL, lower-cased; "" when it has none (also Hecate's own)."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:

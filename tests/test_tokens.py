@@ -28,7 +28,8 @@ from conftest import (
 )
 from hecate.core.errors import Problem
 from hecate.core.settings import Settings
-from hecate.core.tokens import TokenService, parse_cookie_header
+from hecate.core.tokens import TokenService
+from hecate.verify import parse_cookie_header
 
 OTHER_SECRET = "another-secret-" + "y" * 40
 ACCESS_TTL = 900

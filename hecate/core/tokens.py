@@ -189,21 +189,3 @@ class TokenService:
             raise Problem("invalid_token", "The token was not issued by this service.")
         return RefreshClaims(user_id, session_id, jti, int(claims["exp"]))
 
-
-def parse_cookie_header(header: str | None) -> dict[str, str]:
-    """Lenient Cookie header parsing: an unrelated malformed cookie must not hide ours or crash
-    the request (http.cookies.SimpleCookie gives up on the whole header). The first occurrence of
-    a name wins, as browsers send the most specific path first."""
-    cookies: dict[str, str] = {}
-    if not header:
-        return cookies
-    for part in header.split(";"):
-        name, sep, value = part.partition("=")
-        if not sep:
-            continue
-        name, value = name.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        if name and name not in cookies:
-            cookies[name] = value
-    return cookies

@@ -8,8 +8,8 @@ from typing import Any
 from connexion.lifecycle import ConnexionRequest
 from connexion.security import NO_VALUE, ApiKeySecurityHandler
 
-from ..core.tokens import parse_cookie_header
 from ..services import Services
+from ..verify import parse_cookie_header
 
 
 def _services(request: Any) -> Services:
