@@ -89,6 +89,9 @@ def serve(settings: Settings) -> int:
             uvicorn.Server(config).run()
         except KeyboardInterrupt:
             pass  # uvicorn re-raises Ctrl-C (and SIGTERM, above) after its graceful shutdown
+        # Stopping already: a repeated SIGTERM (supervisors send one per process of a group, or
+        # again after a while) must not break off closing the clients below, or the exit itself.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         app.app.extensions["hecate"].close()
         models.disconnect()
     return 0

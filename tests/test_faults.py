@@ -313,3 +313,27 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_0(
     finally:
         process.stop()
     assert "Traceback" not in process.output, process.output[-3000:]
+
+
+def test_repeated_sigterms_while_stopping_still_exit_0_cleanly(
+        database: Database, db_name: str, tmp_path: Path) -> None:
+    """Supervisors signal every process of a group and may repeat themselves: a SIGTERM that
+    arrives while the server is already stopping (draining, closing its database clients) must
+    neither break the stop off with a traceback nor change the exit status."""
+    serve = Serve(service_env(database.url, db_name), tmp_path / "serve.log")
+    try:
+        serve.wait_listening()
+        client = serve.client()
+        assert client.post("/api/user/register", json=user_body("twice")).status_code == 201
+        client.close()  # the database clients are in use: closing them takes a moment
+        signals = 0
+        deadline = time.monotonic() + 30
+        while serve.process.poll() is None and time.monotonic() < deadline:
+            serve.signal(signal.SIGTERM)
+            signals += 1
+            time.sleep(0.02)
+        assert serve.process.poll() == 0, f"exit status {serve.process.poll()}"
+        assert signals > 1, "the process stopped before a second signal: nothing was tested"
+    finally:
+        serve.stop()
+    assert "Traceback" not in serve.output, serve.output[-3000:]
