@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY pyproject.toml README.md openapi.yaml /src/
 COPY hecate /src/hecate
-RUN pip install /src && rm -rf /src \
+RUN pip install '/src[server]' && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin hecate
 
 WORKDIR /tmp

@@ -306,6 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"hecate: cannot write the key: {error}", file=sys.stderr)
             return 2
+    import importlib.util
+
+    if importlib.util.find_spec("connexion") is None or importlib.util.find_spec("mongoengine") \
+            is None:
+        # `pip install hecate` (or hecate[verify]) is the verification module alone.
+        print("hecate: the service's dependencies are not installed: pip install 'hecate[server]'",
+              file=sys.stderr)
+        return 2
     try:
         settings = Settings.from_env(dev=args.dev)
         if args.command == "serve":

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -135,6 +136,46 @@ def test_importable_without_the_server_dependencies() -> None:
             " 'mongoengine', 'pymongo'}\n"
             "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_verify_extra_installs_none_of_the_servers_dependencies(tmp_path: Path) -> None:
+    """`pip install 'hecate[verify]'` into an empty environment: hecate.verify works there (it
+    verifies a token and refuses a forged one) and nothing of the server came with it."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    python = env / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         f"{REPO}[verify]"], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    token = jwt.encode({"sub": "u1", "id": "u1", "type": "access", "iss": "hecate",
+                        "iat": int(time.time()), "exp": int(time.time()) + 60},
+                       TEST_SECRET, algorithm="HS256", headers={"kid": key_id(TEST_SECRET)})
+    code = (
+        "import importlib.util, sys\n"
+        "from hecate.verify import InvalidToken, verify_access_token\n"
+        f"claims = verify_access_token({token!r}, secret={TEST_SECRET!r})\n"
+        "assert claims['sub'] == 'u1', claims\n"
+        "try:\n"
+        f"    verify_access_token({token!r}, secret='another secret of enough length!')\n"
+        "    sys.exit('a token signed with another secret was accepted')\n"
+        "except InvalidToken:\n"
+        "    pass\n"
+        "server = ['connexion', 'flask', 'starlette', 'mongoengine', 'pymongo', 'argon2',\n"
+        "          'passlib', 'limits', 'flask_mail', 'uvicorn', 'prometheus_client']\n"
+        "present = [m for m in server if importlib.util.find_spec(m) is not None]\n"
+        "assert not present, present\n")
+    checked = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    # The console script says what is missing instead of a traceback.
+    serve = subprocess.run([str(env / "bin" / "hecate"), "serve"], capture_output=True,
+                           text=True, timeout=60)
+    assert serve.returncode == 2
+    assert "pip install 'hecate[server]'" in serve.stderr
+    assert "Traceback" not in serve.stderr
 
 
 # Flask -----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """A service of your own that trusts Hecate's access cookie: GET /hello -> {"hello": user id}.
 
-It verifies the token itself with hecate.verify (no call to Hecate; `pip install ./verify` gives
-the module with pyjwt only) and lets the SPA's origin call it with credentials:
+It verifies the token itself with hecate.verify (no call to Hecate; `pip install 'hecate[verify]'`
+gives the module with pyjwt only) and lets the SPA's origin call it with credentials:
 
     JWT_SECRET=... SPA_ORIGIN=http://localhost:4200 \
         uvicorn --app-dir examples/downstream --factory app:create_app --port 8000
