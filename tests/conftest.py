@@ -172,6 +172,44 @@ def parse_set_cookie(raw: str) -> dict[str, str]:
     return attrs
 
 
+class AsgiServer:
+    """An ASGI app under uvicorn in a thread of the test process, on 127.0.0.1:port, over HTTPS
+    when given (certfile, keyfile)."""
+
+    def __init__(self, app: Any, port: int, tls: tuple[str, str] | None = None,
+                 **config: Any) -> None:
+        certfile, keyfile = tls or (None, None)
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+            lifespan="off", proxy_headers=False, ssl_certfile=certfile, ssl_keyfile=keyfile,
+            **config))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path,
+                 timeout: float = 60) -> None:
+    """Until a server started as a process answers GET /api/health with 200; its log on failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        try:
+            if httpx.get(base_url + "/api/health", timeout=10).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
 class Service:
     """Hecate served by uvicorn in a thread of the test process, on a free port."""
 
@@ -181,16 +219,7 @@ class Service:
         models.ensure_indexes()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="off", proxy_headers=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+        self.server = AsgiServer(self.app, self.port)
         self.clients: list[Client] = []
 
     def client(self, origin: str | None = None) -> Client:
@@ -201,8 +230,7 @@ class Service:
     def stop(self) -> None:
         for client in self.clients:
             client.close()
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.server.stop()
         self.app.app.extensions["hecate"].close()
 
 

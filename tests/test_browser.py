@@ -35,8 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
-from conftest import ROOT, TEST_SECRET, Database, Inbox, free_port
+from conftest import ROOT, TEST_SECRET, AsgiServer, Database, Inbox, free_port
 from conftest import test_settings as hecate_settings
 
 from hecate.app import create_app
@@ -86,29 +85,6 @@ def load(path: Path, name: str) -> Any:
 
 
 # --- Servers ------------------------------------------------------------------------------------
-class AsgiServer:
-    """An ASGI app under uvicorn in a thread, on 127.0.0.1:port, over HTTPS when given a key."""
-
-    def __init__(self, app: Any, port: int, tls: tuple[str, str] | None = None) -> None:
-        certfile, keyfile = tls or (None, None)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                access_log=False, lifespan="off", proxy_headers=False,
-                                ssl_certfile=certfile, ssl_keyfile=keyfile,
-                                timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @dataclass
 class Seen:
     """A request as Hecate received it: who sent it, with which of our cookies, and the answer."""
@@ -253,12 +229,13 @@ def deploy(layout: Layout, database: Database, db_name: str, inbox: Inbox,
         models.ensure_indexes()
         deployment.stops.append(hecate.app.extensions["hecate"].close)
         deployment.witness = Witness(hecate)
-        deployment.stops.append(AsgiServer(deployment.witness, layout.ports["api"], tls).stop)
+        deployment.stops.append(AsgiServer(deployment.witness, layout.ports["api"], tls,
+                                                 timeout_graceful_shutdown=1).stop)
 
         downstream = load(ROOT / "examples" / "downstream" / "app.py", "downstream_example")
         deployment.stops.append(AsgiServer(
             downstream.create_app(secret=TEST_SECRET, spa_origin=spa_origin),
-            layout.ports["ds"], tls).stop)
+            layout.ports["ds"], tls, timeout_graceful_shutdown=1).stop)
 
         serve = load(ROOT / "examples" / "spa" / "serve.py", "spa_example_serve")
         certfile, keyfile = tls or (None, None)

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,16 @@ from pathlib import Path
 import conftest
 import httpx
 import pytest
-from conftest import TEST_SECRET, Client, Database, Service, free_port, login, register
+from conftest import (
+    TEST_SECRET,
+    Client,
+    Database,
+    Service,
+    free_port,
+    login,
+    register,
+    wait_healthy,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -236,15 +244,7 @@ def two_workers(database: Database, db_name: str, tmp_path: Path) -> Iterator[tu
                                    stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            try:
-                if httpx.get(base_url + "/api/health", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_healthy(process, base_url, log_path)
         yield base_url, metrics_dir
     finally:
         process.send_signal(signal.SIGTERM)

@@ -35,6 +35,7 @@ from conftest import (
     Service,
     free_port,
     parse_set_cookie,
+    wait_healthy,
 )
 
 from hecate import serverless
@@ -660,15 +661,7 @@ def test_the_production_command_serves_and_drains_on_sigterm(
         process = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                    env=function_env(database, db_name, WEB_CONCURRENCY="2"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            try:
-                if httpx.get(base_url + "/api/health", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_healthy(process, base_url, log_path)
 
         body = json.dumps({"username": "drain1", "email": "drain@example.com",
                            "password": PASSWORD}).encode()
