@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
@@ -300,6 +302,48 @@ def test_a_down_smtp_server_on_reset_request_is_still_202_and_logged(
     failures = [r for r in caplog.records if r.getMessage() == "mail not sent"]
     assert failures and failures[0].__dict__["template"] == "password_reset"
     assert "token=" not in caplog.text
+
+
+def test_a_down_smtp_server_under_load_breaks_nothing_else(
+    start_service: Callable[..., Service], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 7 re-checks the email issue's promise under load: with the SMTP server refusing
+    connections, 48 mail requests from 12 clients at once all answer 202, sign-ins and who-am-I
+    in the same burst keep working, and every failure is logged without its token."""
+    service = start_service(MAIL_TRANSPORT="smtp", SMTP_HOST="127.0.0.1",
+                            SMTP_PORT=str(free_port()), SMTP_SECURITY="none", SMTP_TIMEOUT="2",
+                            EMAIL_VERIFICATION_REQUIRED="false", MAIL_RESPONSE_MIN_MS="200",
+                            LIMITER_MAIL="1000/hour", LIMITER_MAIL_IP="1000/hour",
+                            LIMITER_ATTEMPTS="1000")
+    accounts = [f"user{n}@example.com" for n in range(4)]
+    for n, email in enumerate(accounts):
+        assert register(service.client(), f"user{n}", email).status_code == 201
+
+    def mail_request(n: int) -> tuple[str, int]:
+        path = ("/api/user/password/reset/request", "/api/auth/magic.login/request",
+                "/api/user/email/verification/resend")[n % 3]
+        email = accounts[n % 4] if n % 2 else f"nobody{n}@example.com"
+        return "mail", service.client().post(path, json={"email": email}).status_code
+
+    def sign_in(n: int) -> tuple[str, int]:
+        client = service.client()
+        status = login(client, accounts[n % 4]).status_code
+        return "sign-in", status if status != 200 else client.get("/api/user").status_code
+
+    logger = logging.getLogger("hecate")
+    logger.addHandler(caplog.handler)
+    try:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            futures = [pool.submit(mail_request, n) for n in range(48)]
+            futures += [pool.submit(sign_in, n) for n in range(12)]
+            answers = Counter(future.result() for future in futures)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert answers == {("mail", 202): 48, ("sign-in", 200): 12}, answers
+    failures = [r for r in caplog.records if r.getMessage() == "mail not sent"]
+    assert failures, "no mail was even attempted: the test proved nothing"
+    assert "token=" not in caplog.text
+    assert service.client().get("/api/health").status_code == 200
 
 
 def test_mail_requests_take_the_same_time_whether_or_not_the_account_exists(
