@@ -46,6 +46,7 @@ def database(settings: Settings) -> Iterator[Settings]:
 def serve(settings: Settings) -> int:
     import logging
     import signal
+    import threading
 
     import uvicorn
 
@@ -56,11 +57,17 @@ def serve(settings: Settings) -> int:
     with database(settings) as settings:
         app = create_app(settings)
         log = logging.getLogger("hecate")
-        try:
-            models.ensure_indexes()
-        except Exception as error:  # noqa: BLE001 - the service still starts (FaaS cannot wait)
-            log.warning("could not build the indexes; run `hecate check`",
-                        extra={"error": type(error).__name__})
+
+        def build_indexes() -> None:
+            try:
+                models.require_indexes()
+            except Exception as error:  # noqa: BLE001 - registration builds them when it can
+                log.warning("could not build the indexes yet; they are built on first need",
+                            extra={"error": type(error).__name__})
+
+        # Off the start path: with the database down, listening (and answering 503) must not wait
+        # for server selection to time out.
+        threading.Thread(target=build_indexes, name="hecate-indexes", daemon=True).start()
         shown = "localhost" if settings.host in {"127.0.0.1", "0.0.0.0", "::1"} else settings.host
         base = f"http://{shown}:{settings.port}{settings.api_path}"
         if settings.dev_mode:

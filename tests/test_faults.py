@@ -337,3 +337,19 @@ def test_repeated_sigterms_while_stopping_still_exit_0_cleanly(
     finally:
         serve.stop()
     assert "Traceback" not in serve.output, serve.output[-3000:]
+
+
+def test_hecate_serve_listens_at_once_however_long_server_selection_may_take(
+        tmp_path: Path) -> None:
+    """The index build at start runs beside the server: with the database down and a long
+    MONGODB_TIMEOUT_MS, `hecate serve` still listens within seconds, not after the timeout."""
+    url = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
+    serve = Serve(service_env(url, "hecate_faults", MONGODB_TIMEOUT_MS="30000"),
+                  tmp_path / "serve.log")
+    try:
+        started = time.monotonic()
+        serve.wait_listening(timeout=25)
+        assert time.monotonic() - started < 20
+    finally:
+        serve.stop()
+    assert "Traceback" not in serve.output, serve.output[-3000:]
