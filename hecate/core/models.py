@@ -22,6 +22,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def iso_utc(moment: dt.datetime) -> str:
+    """A stored time as the API shows it: ISO 8601 in UTC with a Z (MongoDB hands back naive
+    datetimes that are UTC)."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def normalize_email(email: str) -> str:
     return unicodedata.normalize("NFKC", email).strip().lower()
 

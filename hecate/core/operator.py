@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import audit, links
-from .models import Event, Session, User
+from .models import Event, Session, User, iso_utc
 from .sessions import Sessions
 from .users import find_by_email
 
@@ -88,10 +88,7 @@ def show(sessions: Sessions, email: str, *, limit: int = 20) -> Overview:
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return None if moment is None else iso_utc(moment)
 
 
 def overview_json(overview: Overview) -> dict[str, Any]:

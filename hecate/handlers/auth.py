@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
@@ -10,7 +9,7 @@ import flask
 
 from ..core import audit, devices, magic_link, users
 from ..core.errors import Problem
-from ..core.models import Session, User
+from ..core.models import Session, User, iso_utc
 from ..core.sessions import object_id
 from ..core.tokens import AccessClaims, RefreshClaims
 from . import client
@@ -126,16 +125,12 @@ def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -
     return signed_out({"message": "Signed out of all devices."})
 
 
-def _iso(moment: dt.datetime) -> str:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
 
 def _device(session: Session, current: str | None) -> dict[str, Any]:
     return {
         "id": session.id,
-        "created": _iso(session.created_at),
-        "lastUsed": _iso(session.last_used_at or session.created_at),
+        "created": iso_utc(session.created_at),
+        "lastUsed": iso_utc(session.last_used_at or session.created_at),
         "userAgent": session.user_agent or "",
         "remember": bool(session.remember),
         "current": session.id == current,

@@ -3,7 +3,6 @@ and reset, delete."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import flask
 
 from ..core import audit, email_change, links, recover, users, verify
 from ..core.errors import Problem
-from ..core.models import User
+from ..core.models import User, iso_utc
 from ..core.outbox import Outbox, padded
 from ..core.tokens import AccessClaims
 from . import client
@@ -140,10 +139,6 @@ def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
     return signed_out({"message": "Account deleted."})
 
 
-def _iso(moment: dt.datetime) -> str:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
 
 def activity(token_info: dict[str, Any], limit: int = 20) -> flask.Response:
     """The caller's recent security events, newest first (an SPA's "recent sign-ins")."""
@@ -152,7 +147,7 @@ def activity(token_info: dict[str, Any], limit: int = 20) -> flask.Response:
     events = audit.recent(user.id, limit)
     return flask.jsonify({"events": [{
         "event": event.event,
-        "time": _iso(event.time),
+        "time": iso_utc(event.time),
         "ip": event.ip,
         "userAgent": event.user_agent or "",
         "sessionId": event.session_id,
