@@ -43,6 +43,20 @@ def database(settings: Settings) -> Iterator[Settings]:
         embedded.stop()
 
 
+@contextmanager
+def connected(settings: Settings) -> Iterator[Settings]:
+    """database(), with this process's MongoEngine connection to it (the CLI commands that work
+    on the data without serving)."""
+    from .core import models
+
+    with database(settings) as ready:
+        models.connect(ready.mongodb_url, ready.mongodb_name, ready.mongodb_timeout_ms)
+        try:
+            yield ready
+        finally:
+            models.disconnect()
+
+
 def serve(settings: Settings) -> int:
     import logging
     import signal
@@ -105,18 +119,14 @@ def serve(settings: Settings) -> int:
 
 
 def check(settings: Settings) -> int:
-    from .core import models
     from .core.check import check_database
 
-    with database(settings) as settings:
-        models.connect(settings.mongodb_url, settings.mongodb_name, settings.mongodb_timeout_ms)
+    with connected(settings):
         try:
             report = check_database()
         except Exception as error:  # noqa: BLE001
             print(f"error: the database does not answer: {type(error).__name__}: {error}")
             return 1
-        finally:
-            models.disconnect()
     print("settings: ok")
     print(f"tokens: {describe_signing(settings)}")
     for note in report.notes:
@@ -178,15 +188,13 @@ def operate(settings: Settings, args: argparse.Namespace) -> int:
     """`hecate user ...` and `hecate sessions end ...`, on the database of `hecate check`."""
     from pymongo.errors import PyMongoError
 
-    from .core import audit, models
+    from .core import audit
     from .core.operator import UnknownAccount
 
-    with database(settings) as connected:
-        models.connect(connected.mongodb_url, connected.mongodb_name,
-                       connected.mongodb_timeout_ms)
-        audit.configure(connected.audit_retention)
+    with connected(settings) as ready:
+        audit.configure(ready.audit_retention)
         try:
-            return _operate(connected, args)
+            return _operate(ready, args)
         except UnknownAccount as error:
             print(f"hecate: no account has the email address {error}", file=sys.stderr)
             return 1
@@ -194,8 +202,6 @@ def operate(settings: Settings, args: argparse.Namespace) -> int:
             print(f"hecate: the database does not answer: {type(error).__name__}: {error}",
                   file=sys.stderr)
             return 1
-        finally:
-            models.disconnect()
 
 
 def _count(value: str) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from .core import metrics
 from .core.errors import Problem, render
 from .services import Services
-from .verify import origin_of
+from .verify import SAME_SITE_FETCHES, UNSAFE_METHODS, origin_of
 
 log = logging.getLogger("hecate.request")
 
@@ -164,10 +164,6 @@ class SwaggerUIPolicy:
         await self.app(scope, receive, buffered)
 
 
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-_SAME_SITE_FETCHES = frozenset({"same-origin", "same-site", "none"})
-
-
 class OriginCheck:
     """CSRF defence. The cookies are SameSite=None for SPAs on another site, so a browser sends them
     with any site's requests. Every operation that changes something therefore (a) takes JSON only:
@@ -185,7 +181,7 @@ class OriginCheck:
         self.allowed = frozenset(services.settings.cors_origins)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if (scope["type"] == "http" and scope.get("method") in _UNSAFE_METHODS
+        if (scope["type"] == "http" and scope.get("method") in UNSAFE_METHODS
                 and scope.get("extensions", {}).get("connexion_routing", {}).get("operation_id")):
             self.check(scope)
         await self.app(scope, receive, send)
@@ -212,7 +208,7 @@ class OriginCheck:
             return self._allowed(origin_of(referer), scope, headers)
         site = headers.get(b"sec-fetch-site")
         if site is not None:
-            return site.strip().lower() in _SAME_SITE_FETCHES
+            return site.strip().lower() in SAME_SITE_FETCHES
         return True
 
     def _allowed(self, origin: str, scope: Scope, headers: dict[bytes, str]) -> bool:

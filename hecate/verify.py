@@ -42,7 +42,7 @@ HMAC_ALGORITHM = "HS256"
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 MAX_TOKEN_LENGTH = 4096  # far above any token Hecate issues; refuse to parse larger input
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_SAME_SITE_FETCHES = frozenset({"same-origin", "same-site", "none"})
+SAME_SITE_FETCHES = frozenset({"same-origin", "same-site", "none"})
 _TITLES = {401: "Unauthorized", 403: "Forbidden"}
 
 
@@ -253,7 +253,7 @@ class Verifier:
             referer = (headers("referer") or "").strip()
             if not referer:
                 site = headers("sec-fetch-site")
-                return site is None or site.strip().lower() in _SAME_SITE_FETCHES
+                return site is None or site.strip().lower() in SAME_SITE_FETCHES
             origin = origin_of(referer)
         # "null" (sandboxed frames, privacy-redirected form posts) is no origin we trust.
         origin = origin.strip().lower()

@@ -297,7 +297,6 @@ def registered(client: Client) -> Client:
     return client
 
 
-
 class Inbox:
     """A real SMTP server (aiosmtpd) in the test process that keeps every message it receives."""
 

@@ -336,6 +336,7 @@ def test_moving_from_hs256_keeps_sessions_while_jwt_secret_stays(
     assert late.get("/api/user").status_code == 401
     assert late.post("/api/auth/refresh").status_code == 401
 
+
 def test_tokens_are_not_bigger_than_a_cookie_can_hold(
         start_service: Callable[..., Service]) -> None:
     big = rsa.generate_private_key(public_exponent=65537, key_size=4096)
@@ -344,7 +345,6 @@ def test_tokens_are_not_bigger_than_a_cookie_can_hold(
     register(client)
     assert 0 < len(client.cookie("access") or "") < 2000
     assert client.get("/api/user").status_code == 200
-
 
 
 def test_going_back_to_hs256_keeps_the_previous_keys_verifying() -> None:

@@ -125,7 +125,6 @@ def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -
     return signed_out({"message": "Signed out of all devices."})
 
 
-
 def _device(session: Session, current: str | None) -> dict[str, Any]:
     return {
         "id": session.id,

@@ -25,6 +25,8 @@ def jwks() -> flask.Response:
     """The public keys tokens are signed with (empty with HS256: the secret is never shown)."""
     return flask.Response(services().tokens.jwks, mimetype="application/json",
                           headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
+
+
 def metrics() -> flask.Response:
     settings = services().settings
     if not settings.metrics_enabled:

@@ -139,7 +139,6 @@ def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
     return signed_out({"message": "Account deleted."})
 
 
-
 def activity(token_info: dict[str, Any], limit: int = 20) -> flask.Response:
     """The caller's recent security events, newest first (an SPA's "recent sign-ins")."""
     claims: AccessClaims = token_info["access"]
