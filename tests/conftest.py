@@ -3,6 +3,7 @@ session, a fresh database per test, and Hecate served by uvicorn on a free 127.0
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -208,6 +209,21 @@ def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path
                 return
         except httpx.TransportError:
             time.sleep(0.2)
+
+
+def production_command(port: int) -> list[str]:
+    """The Dockerfile's CMD (the README's production command), run from this environment on
+    127.0.0.1:port."""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("CMD "):
+            command: list[str] = json.loads(line[4:])
+            break
+    else:
+        raise AssertionError("the Dockerfile has no CMD")
+    command[0] = str(Path(sys.executable).with_name(command[0]))
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    return command
 
 
 class Service:

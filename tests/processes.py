@@ -137,10 +137,16 @@ class SecantusDB(Process):
 
 
 def wait_status(url: str, status: int, timeout: float) -> httpx.Response:
-    """GET url until it answers ``status``; the last answer."""
+    """GET url until it answers ``status`` (not listening yet counts as not yet); the last
+    answer."""
     deadline = time.monotonic() + timeout
     while True:
-        response = httpx.get(url, timeout=10)
-        if response.status_code == status or time.monotonic() > deadline:
-            return response
+        try:
+            response = httpx.get(url, timeout=10)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if response.status_code == status or time.monotonic() > deadline:
+                return response
         time.sleep(0.2)

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 import conftest
@@ -24,6 +23,7 @@ from conftest import (
     PASSWORD,
     ROOT,
     TEST_SECRET,
+    AsgiServer,
     Client,
     Database,
     Service,
@@ -386,19 +386,10 @@ class _ServerWithoutDatabase:
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
+        self.server = AsgiServer(create_app(settings), self.port)
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ import httpx
 import pymongo
 import pytest
 
-from conftest import PASSWORD, Client, Database, free_port, login
+from conftest import PASSWORD, Client, Database, free_port, login, production_command
 from processes import Process, SecantusDB, Serve, service_env, wait_status
 
 # MONGODB_TIMEOUT_MS in these tests: a request that needs the database waits at most about this
@@ -286,11 +285,8 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_0(
     else:
         # The README's production command (the Dockerfile's CMD), with two workers.
         port = free_port()
-        process = Process([sys.executable, "-m", "uvicorn", "--factory", "hecate.asgi:create",
-                           "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers",
-                           "--no-server-header", "--no-access-log", "--lifespan", "off",
-                           "--timeout-graceful-shutdown", "8", "--workers", "2"],
-                          env, tmp_path / "uvicorn.log", port)
+        process = Process(production_command(port), {**env, "WEB_CONCURRENCY": "2"},
+                          tmp_path / "uvicorn.log", port)
     base_url = f"http://127.0.0.1:{process.port}"
     try:
         process.wait_listening()

@@ -50,9 +50,9 @@ class Browser:
     """One cookie jar whose requests go to whichever instance the test names."""
 
     def __init__(self, instances: tuple[Serve, ...]) -> None:
-        self.clients = [serve.client() for serve in instances]
-        for client in self.clients[1:]:
-            client.jar = self.clients[0].jar  # shared: the cookies are the browser's
+        first = instances[0].client()
+        # One jar: the cookies are the browser's, whichever instance answers.
+        self.clients = [first, *(serve.for_client(first) for serve in instances[1:])]
 
     def on(self, instance: int) -> Client:
         return self.clients[instance]

@@ -3,10 +3,8 @@ watch; and summed over the workers of the production command (prometheus multipr
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +20,7 @@ from conftest import (
     Service,
     free_port,
     login,
+    production_command,
     register,
     wait_healthy,
 )
@@ -30,7 +29,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hecate.app import create_app
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "metrics-" + uuid.uuid4().hex
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -213,20 +211,6 @@ def test_database_errors_are_counted(database: Database, db_name: str) -> None:
 
 
 # --- The production command, two workers ---------------------------------------------------------
-
-
-def production_command(port: int) -> list[str]:
-    """The Dockerfile's CMD, on a test port."""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if line.startswith("CMD "):
-            command: list[str] = json.loads(line[4:])
-            break
-    else:
-        raise AssertionError("the Dockerfile has no CMD")
-    command[0] = str(Path(sys.executable).with_name(command[0]))
-    command[command.index("--host") + 1] = "127.0.0.1"
-    command[command.index("--port") + 1] = str(port)
-    return command
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from conftest import (
     Service,
     free_port,
     parse_set_cookie,
+    production_command,
     wait_healthy,
 )
 
@@ -634,15 +635,6 @@ def test_an_http_api_named_stage_lines_up_with_public_base_path(
 # --- The container's production command ---------------------------------------------------------
 
 
-def dockerfile_command() -> list[str]:
-    """The Dockerfile's CMD, as the image would run it."""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if line.startswith("CMD "):
-            command: list[str] = json.loads(line[4:])
-            return command
-    raise AssertionError("the Dockerfile has no CMD")
-
-
 def test_the_production_command_serves_and_drains_on_sigterm(
         database: Database, db_name: str, tmp_path: Path) -> None:
     """The Dockerfile's uvicorn command, two workers from WEB_CONCURRENCY: it serves, and on
@@ -651,10 +643,7 @@ def test_the_production_command_serves_and_drains_on_sigterm(
     import threading
 
     port = free_port()
-    command = dockerfile_command()
-    command[0] = str(Path(sys.executable).with_name(command[0]))
-    command[command.index("--host") + 1] = "127.0.0.1"
-    command[command.index("--port") + 1] = str(port)
+    command = production_command(port)
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "uvicorn.log"
     with log_path.open("wb") as log:
