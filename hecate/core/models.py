@@ -19,14 +19,14 @@ ALIAS = "default"
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso_utc(moment: dt.datetime) -> str:
     """A stored time as the API shows it: ISO 8601 in UTC with a Z (MongoDB hands back naive
     datetimes that are UTC)."""
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def normalize_email(email: str) -> str:
