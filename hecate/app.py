@@ -1,4 +1,4 @@
-"""create_app(settings=None): the Connexion FlaskApp, its middleware and the error mapping.
+"""create_app(settings=None): the Connexion AsyncApp, its middleware and the error mapping.
 
 Nothing happens at import time (on FaaS, import time is cold-start time): settings are read and
 clients registered inside create_app, and the database is dialled on the first query.
@@ -21,7 +21,7 @@ from typing import Any
 if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from connexion import FlaskApp
+from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
 from connexion.json_schema import Draft4RequestValidator
@@ -33,16 +33,14 @@ from jsonschema import Draft4Validator, FormatChecker, ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .core import audit, metrics, models, passwords
 from .core.errors import CODES, Problem, render
 from .core.limits import RateLimits, storage_config
 from .core.settings import Settings
-from .handlers import client
 from .handlers.security import SECURITY_MAP
 from .logs import configure_logging
-from .middleware import BodyLimit, OriginCheck, RequestLog, SwaggerUIPolicy
+from .middleware import BodyLimit, OriginCheck, ProxyHeaders, RequestLog, SwaggerUIPolicy
 from .services import Services
 
 log = logging.getLogger("hecate")
@@ -54,6 +52,41 @@ def spec_path() -> Path:
     """openapi.yaml ships inside the wheel; in a source checkout it is the one at the root."""
     packaged = Path(__file__).with_name("openapi.yaml")
     return packaged if packaged.exists() else Path(__file__).parent.parent / "openapi.yaml"
+
+
+class HecateApp(AsyncApp):
+    """Connexion's AsyncApp (an ASGI app) with the clients it serves with."""
+
+    services: Services
+
+
+def load_spec() -> dict[str, Any]:
+    """openapi.yaml as a dict, read with libyaml when PyYAML has it: Connexion's own loader (pure
+    Python, through a Jinja template) took ≈ 75 ms of every cold start."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with spec_path().open("rb") as stream:
+        spec: dict[str, Any] = yaml.load(stream, Loader=loader)
+    return spec
+
+
+def add_shipped_api(app: AsyncApp, base_path: str) -> None:
+    """Registers openapi.yaml. Connexion checks a spec against the OpenAPI schema each time it
+    loads one (≈ 50 ms of every cold start here); the spec that ships is checked by the test suite
+    instead (tests/test_spec.py), so the check is skipped for this one call only."""
+    from connexion.spec import OpenAPISpecification
+
+    shadowed = "_validate_spec" in vars(OpenAPISpecification)
+    original = vars(OpenAPISpecification).get("_validate_spec")
+    OpenAPISpecification._validate_spec = classmethod(lambda cls, spec: None)  # type: ignore
+    try:
+        app.add_api(load_spec(), base_path=base_path, strict_validation=True)
+    finally:
+        if shadowed:
+            OpenAPISpecification._validate_spec = original  # type: ignore[method-assign]
+        else:
+            del OpenAPISpecification._validate_spec
 
 
 def _field(error: ValidationError) -> str:
@@ -163,7 +196,7 @@ def _limit_storage(settings: Settings) -> Any:
     return storage_from_string(url, **options)
 
 
-def create_app(settings: Settings | None = None) -> FlaskApp:
+def create_app(settings: Settings | None = None) -> HecateApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     passwords.configure(passwords.slots_for(settings.hash_memory_budget_mb))
@@ -174,29 +207,25 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     if settings.mongodb_url:
         models.connect(settings.mongodb_url, settings.mongodb_name, settings.mongodb_timeout_ms)
 
-    app = FlaskApp(
+    app = HecateApp(
         __name__,
-        specification_dir=str(spec_path().parent),
         security_map=SECURITY_MAP,
         validator_map=VALIDATOR_MAP,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
-    app.add_api(spec_path().name, base_path=settings.api_path, strict_validation=True)
-    app.app.extensions["hecate"] = services
+    add_shipped_api(app, settings.api_path)
+    app.services = services
     services.limits = RateLimits(settings, _limit_storage(settings))
-    if settings.trusted_proxies:
-        # Only hops we were told about may set the client address; a client's own
-        # X-Forwarded-For is ignored otherwise (it could dodge or reset the IP limits).
-        app.add_wsgi_middleware(ProxyFix, x_for=settings.trusted_proxies, x_proto=1)
-    app.app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # Audit events recorded while serving a request carry its client (IP after ProxyFix).
-    app.app.before_request(client.bind_audit)
-    app.app.teardown_request(client.unbind_audit)
 
     # Each lands just before Connexion's exception handling, so the first added is outermost:
-    # the request log and headers (on every answer, preflights included), the Swagger UI page's
-    # policy, then CORS (so error answers carry CORS headers and an SPA can read them; preflights
+    # the client address behind trusted proxies (only hops we were told about may set it; a
+    # client's own X-Forwarded-For could dodge or reset the IP limits), the request log, the
+    # audit trail's client and the headers (on every answer, preflights included), the Swagger
+    # UI page's policy, then CORS (so error answers carry CORS headers and an SPA can read them; preflights
     # are answered here), then the body limit.
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                           hops=settings.trusted_proxies)
     app.add_middleware(RequestLog, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        services=services)
     app.add_middleware(SwaggerUIPolicy, position=MiddlewarePosition.BEFORE_EXCEPTION,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from connexion import FlaskApp
+    from .app import HecateApp
 
 log = logging.getLogger("hecate")
 
@@ -41,7 +41,7 @@ def build_indexes() -> None:
                     extra={"error": type(error).__name__})
 
 
-def create(settings: Settings | None = None) -> FlaskApp:
+def create(settings: Settings | None = None) -> HecateApp:
     """The Connexion app (an ASGI app) for a deployment, indexes built."""
     import warnings
 

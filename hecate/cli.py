@@ -113,7 +113,7 @@ def serve(settings: Settings) -> int:
         # Stopping already: a repeated SIGTERM (supervisors send one per process of a group, or
         # again after a while) must not break off closing the clients below, or the exit itself.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        app.app.extensions["hecate"].close()
+        app.services.close()
         models.disconnect()
     return 0
 

@@ -1,5 +1,5 @@
-"""Pure ASGI layers around and inside the Connexion app: request id, one structured log line per
-request, security headers, the Swagger UI page's content security policy, the body size limit and
+"""Pure ASGI layers around and inside the Connexion app: the client address behind trusted proxies,
+request id, one structured log line per request, the audit trail's client, security headers, the Swagger UI page's content security policy, the body size limit and
 the CSRF check. Pure ASGI, so they apply however the app is served (uvicorn, FaaS)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from .core import metrics
+from .core import audit, metrics
 from .core.errors import Problem, render
 from .services import Services
 from .verify import SAME_SITE_FETCHES, UNSAFE_METHODS, origin_of
@@ -28,6 +28,35 @@ class _TooLarge(Exception):
     pass
 
 
+class ProxyHeaders:
+    """TRUSTED_PROXIES = N: the client address is the N-th X-Forwarded-For entry from the right
+    (the one the outermost trusted proxy saw), the scheme the last X-Forwarded-Proto. Entries
+    further left were written by the client and are ignored; with fewer than N entries nothing
+    changes. Outermost, so the rate limits, the audit trail and the Origin check see them."""
+
+    def __init__(self, app: Any, hops: int) -> None:
+        self.app = app
+        self.hops = hops
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            forwarded_for: list[str] = []
+            proto = ""
+            for name, value in scope.get("headers") or []:
+                if name == b"x-forwarded-for":
+                    forwarded_for += [v.strip() for v in value.decode("latin-1").split(",")]
+                elif name == b"x-forwarded-proto":
+                    proto = value.decode("latin-1").rsplit(",", 1)[-1].strip().lower()
+            if len(forwarded_for) >= self.hops and forwarded_for[-self.hops]:
+                scope = dict(scope)
+                port = scope["client"][1] if scope.get("client") else 0
+                scope["client"] = (forwarded_for[-self.hops], port)
+            if proto in {"http", "https"}:
+                scope = dict(scope)
+                scope["scheme"] = proto
+        await self.app(scope, receive, send)
+
+
 class RequestLog:
     """Outermost: request id, the log line and security headers, on every answer (CORS
     preflights and errors included)."""
@@ -41,6 +70,11 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         scope["hecate"] = self.services
+        # Audit events recorded while serving the request carry its client; the thread pool
+        # that runs the handlers copies this context.
+        client = scope.get("client")
+        audit.bind(client[0] if client else None,
+                   dict(scope.get("headers") or []).get(b"user-agent", b"").decode("latin-1"))
         # Connexion's routing records the operation in a shallow copy of the scope: a dict put
         # here first is shared with that copy, so the operation can be read back below.
         extensions = scope.setdefault("extensions", {})

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import flask
-    from connexion import FlaskApp
 
+    from .app import HecateApp
     from .core.settings import Settings
 
 log = logging.getLogger("hecate")
@@ -72,7 +72,7 @@ class PublicPrefix:
 class Served:
     """What a warm process keeps between invocations."""
 
-    connexion_app: FlaskApp
+    connexion_app: HecateApp
     settings: Settings
     asgi: PublicPrefix
     wsgi: Callable[..., Iterable[bytes]] | None = None  # a2wsgi adapter, for functions-framework
@@ -106,7 +106,7 @@ def _reset() -> None:
         if _served is not None:
             from .core import models
 
-            _served.connexion_app.app.extensions["hecate"].close()
+            _served.connexion_app.services.close()
             models.disconnect()
         _served = None
 

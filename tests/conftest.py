@@ -247,7 +247,7 @@ class Service:
         for client in self.clients:
             client.close()
         self.server.stop()
-        self.app.app.extensions["hecate"].close()
+        self.app.services.close()
 
 
 def test_settings(database: Database, db_name: str, **env: str) -> Settings:

@@ -227,7 +227,7 @@ def deploy(layout: Layout, database: Database, db_name: str, inbox: Inbox,
             COOKIE_DOMAIN=layout.cookie_domain, COOKIE_PARTITIONED=str(layout.partitioned).lower(), **inbox.env())
         hecate = create_app(settings)
         models.ensure_indexes()
-        deployment.stops.append(hecate.app.extensions["hecate"].close)
+        deployment.stops.append(hecate.services.close)
         deployment.witness = Witness(hecate)
         deployment.stops.append(AsgiServer(deployment.witness, layout.ports["api"], tls,
                                                  timeout_graceful_shutdown=1).stop)

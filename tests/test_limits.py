@@ -237,3 +237,59 @@ def test_client_keys_group_ipv6_by_64() -> None:
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert client_key("192.0.2.1") == "192.0.2.1"
     assert client_key("garbage").startswith("unknown:")
+
+
+def test_two_trusted_proxies_the_client_address_is_the_second_entry_from_the_right(
+    start_service: Callable[..., Service],
+) -> None:
+    """TRUSTED_PROXIES=2 (a CDN in front of a load balancer): the address the CDN saw is the one
+    charged and recorded; what the client wrote further left is not, and with fewer entries than
+    trusted hops the peer's own address stands."""
+    service = start_service(TRUSTED_PROXIES="2", LIMITER_IP_ATTEMPTS="3")
+    client = service.client()
+    register(client)
+    # The client forged the first entry; the CDN appended the real address, the balancer its own.
+    forwarded = "10.9.9.9, 203.0.113.50, 192.0.2.1"
+    signed_in = client.post("/api/auth/login", json={"email": "alice@example.com",
+                                                     "password": PASSWORD},
+                            headers={"X-Forwarded-For": forwarded})
+    assert signed_in.status_code == 200
+    events = client.get("/api/user/activity").json()["events"]
+    assert events[0]["event"] == "login.succeeded"
+    assert events[0]["ip"] == "203.0.113.50"
+
+    # The per-IP limit follows that address, whatever the client puts before it.
+    guesser = service.client()
+    statuses = [_guess(guesser, ip=f"10.0.0.{n}, 203.0.113.60, 192.0.2.1",
+                       email=f"user{n}@example.com").status_code for n in range(5)]
+    assert statuses == [401] * 3 + [429, 429]
+    assert _guess(guesser, ip="10.0.0.1, 203.0.113.61, 192.0.2.1").status_code == 401
+
+    # One entry only (a request that bypassed the CDN): the peer's own address is used.
+    direct = service.client()
+    assert login(direct, password=PASSWORD).status_code == 200
+    assert direct.post("/api/auth/login", json={"email": "alice@example.com",
+                                                "password": PASSWORD},
+                       headers={"X-Forwarded-For": "203.0.113.99"}).status_code == 200
+    latest = direct.get("/api/user/activity").json()["events"][0]
+    assert latest["ip"] == "127.0.0.1"
+
+
+def test_behind_a_tls_front_the_swagger_pages_origin_is_its_https_one(
+    start_service: Callable[..., Service],
+) -> None:
+    """The front end terminates TLS and says so in X-Forwarded-Proto: a trusted one makes the
+    service's own origin the https:// one (Swagger UI's requests are accepted); from anyone
+    else the header changes nothing."""
+    behind = start_service(TRUSTED_PROXIES="1").client()
+    host = behind.http.base_url.netloc.decode()
+    tls = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.5",
+           "Origin": f"https://{host}"}
+    assert behind.post("/api/auth/logout", headers=tls).status_code == 200
+    assert behind.post("/api/auth/logout", headers={**tls, "Origin": f"http://{host}"}
+                       ).status_code == 403
+
+    direct = start_service().client()
+    host = direct.http.base_url.netloc.decode()
+    assert direct.post("/api/auth/logout", headers={**tls, "Origin": f"https://{host}"}
+                       ).status_code == 403

@@ -203,7 +203,7 @@ def test_database_errors_are_counted(database: Database, db_name: str) -> None:
             assert response.json()["code"] == "service_unavailable"
             after = parse(client.get("/api/metrics").text)
     finally:
-        app.app.extensions["hecate"].close()
+        app.services.close()
     assert (value(after, "hecate_database_errors_total", store="database")
             - value(before, "hecate_database_errors_total", store="database")) == 1
     assert (value(after, "hecate_requests_total", operation="meta.health", status="503")

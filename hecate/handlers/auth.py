@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import flask
-
 from ..core import audit, devices, magic_link, users
 from ..core.errors import Problem
 from ..core.models import Session, User, iso_utc
 from ..core.sessions import object_id
 from ..core.tokens import AccessClaims, RefreshClaims
-from . import client
+from . import client, web
 from .cookies import (
     DEVICE,
     REFRESH,
@@ -24,11 +22,12 @@ from .cookies import (
     user_agent,
 )
 from .user import mail_quietly
+from .web import Response
 
 log = logging.getLogger("hecate.auth")
 
 
-def login(body: dict[str, Any]) -> flask.Response:
+def login(body: dict[str, Any]) -> Response:
     found = users.find_by_email(body["email"])
     device = devices.recognise(found, read_cookie(DEVICE))
     attempt = client.limits().login(client.ip(), body["email"], device)
@@ -65,11 +64,11 @@ def _may_sign_in(user: User, method: str, *, verified_required: bool = False) ->
         raise
 
 
-def request_magic_login(body: dict[str, Any]) -> flask.Response:
+def request_magic_login(body: dict[str, Any]) -> Response:
     return mail_quietly(magic_link.request, body["email"])
 
 
-def magic_login(body: dict[str, Any]) -> flask.Response:
+def magic_login(body: dict[str, Any]) -> Response:
     user = magic_link.login(body["token"])
     _may_sign_in(user, "magic_link")
     grant = services().sessions.create(
@@ -80,7 +79,7 @@ def magic_login(body: dict[str, Any]) -> flask.Response:
     return signed_in({"message": "Signed in.", "user": user.public()}, 200, user, grant)
 
 
-def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> flask.Response:
+def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> Response:
     claims: RefreshClaims = token_info["refresh"]
     client.limits().refresh(claims.session_id)
     sessions = services().sessions
@@ -99,7 +98,7 @@ def refresh(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> f
     return signed_in({"message": "Session refreshed.", "user": user.public()}, 200, user, grant)
 
 
-def logout(body: dict[str, Any] | None = None, **_: Any) -> flask.Response:
+def logout(body: dict[str, Any] | None = None, **_: Any) -> Response:
     token = read_cookie(REFRESH)
     if token:
         try:
@@ -113,7 +112,7 @@ def logout(body: dict[str, Any] | None = None, **_: Any) -> flask.Response:
     return signed_out({"message": "Signed out."})
 
 
-def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> flask.Response:
+def invalidate(token_info: dict[str, Any], body: dict[str, Any] | None = None) -> Response:
     claims: RefreshClaims = token_info["refresh"]
     sessions = services().sessions
     sessions.check(claims)
@@ -136,13 +135,13 @@ def _device(session: Session, current: str | None) -> dict[str, Any]:
     }
 
 
-def list_sessions(token_info: dict[str, Any]) -> flask.Response:
+def list_sessions(token_info: dict[str, Any]) -> Response:
     claims: AccessClaims = token_info["access"]
     found = services().sessions.list_for(object_id(claims.user_id))
-    return flask.jsonify({"sessions": [_device(s, claims.session_id) for s in found]})
+    return web.json({"sessions": [_device(s, claims.session_id) for s in found]})
 
 
-def end_session(token_info: dict[str, Any], id: str) -> flask.Response:
+def end_session(token_info: dict[str, Any], id: str) -> Response:
     claims: AccessClaims = token_info["access"]
     if not services().sessions.end_one(object_id(claims.user_id), id):
         # The same answer for another user's session and an unknown one: ids cannot be probed.
@@ -153,4 +152,4 @@ def end_session(token_info: dict[str, Any], id: str) -> flask.Response:
     if id == claims.session_id:
         # Ending this very session is signing out: its cookies go too.
         return signed_out({"message": "Signed out."})
-    return flask.jsonify({"message": "Session ended."})
+    return web.json({"message": "Session ended."})

@@ -1,31 +1,17 @@
-"""Who is calling: the client address (after ProxyFix, when TRUSTED_PROXIES says so) and the
-rate limits to charge."""
+"""Who is calling: the client address (as forwarded by trusted proxies, when TRUSTED_PROXIES says
+so) and the rate limits to charge."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import flask
-
-from ..core import audit
 from ..core.limits import RateLimits
-from .cookies import services, user_agent
+from .web import client_ip, services
 
 
 def ip() -> str | None:
-    return flask.request.remote_addr
+    return client_ip()
 
 
 def limits() -> RateLimits:
     limiter = services().limits
     assert limiter is not None, "create_app sets the rate limits"
     return limiter
-
-
-def bind_audit() -> None:
-    """Before each request: audit events recorded while serving it carry its client."""
-    audit.bind(ip(), user_agent())
-
-
-def unbind_audit(_error: Any = None) -> None:
-    audit.unbind()

@@ -4,34 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-import flask
-
 from ..core.models import User, utcnow
 from ..core.sessions import Grant
-from ..services import Services
+from . import web
+from .web import Response, services
 
 ACCESS = "access"
 REFRESH = "refresh"
 DEVICE = "device"  # rate limiting only (core/devices.py): no session, no token
 
 
-def services() -> Services:
-    hecate: Services = flask.current_app.extensions["hecate"]
-    return hecate
+__all__ = ["ACCESS", "DEVICE", "REFRESH", "read_cookie", "services", "set_device_cookie",
+           "signed_in", "signed_out", "user_agent"]
 
 
 def user_agent() -> str:
-    return flask.request.headers.get("User-Agent", "")
+    return web.header("User-Agent")
 
 
 def read_cookie(name: str) -> str | None:
     """The request's cookie ``name``, under its COOKIE_PREFIX."""
-    return flask.request.cookies.get(services().settings.cookie_prefix + name)
+    return web.read_cookie(services().settings.cookie_prefix + name)
 
 
-def _set(response: flask.Response, name: str, value: str, max_age: int, path: str) -> None:
+def _set(response: Response, name: str, value: str, max_age: int, path: str) -> None:
     settings = services().settings
-    response.set_cookie(
+    web.set_cookie(
+        response,
         # COOKIE_PREFIX: browsers accept a __Secure-/__Host- cookie only with Secure (and, for
         # __Host-, Path=/ and no Domain), so a sibling subdomain cannot plant or shadow ours.
         settings.cookie_prefix + name,
@@ -49,7 +48,7 @@ def _set(response: flask.Response, name: str, value: str, max_age: int, path: st
     )
 
 
-def signed_in(body: dict[str, Any], status: int, user: User, grant: Grant) -> flask.Response:
+def signed_in(body: dict[str, Any], status: int, user: User, grant: Grant) -> Response:
     """A JSON answer that carries fresh access and refresh cookies for ``grant``."""
     hecate = services()
     access, access_ttl = hecate.tokens.issue_access(str(user.id), grant.session_id,
@@ -57,20 +56,20 @@ def signed_in(body: dict[str, Any], status: int, user: User, grant: Grant) -> fl
     refresh = hecate.tokens.issue_refresh(str(user.id), grant.session_id, grant.jti,
                                           int(grant.expires_at.timestamp()))
     refresh_ttl = max(int((grant.expires_at - utcnow()).total_seconds()), 0)
-    response = flask.make_response(flask.jsonify(body), status)
+    response = web.json(body, status)
     _set(response, ACCESS, access, access_ttl, "/")
     _set(response, REFRESH, refresh, refresh_ttl, hecate.settings.refresh_cookie_path)
     return response
 
 
-def signed_out(body: dict[str, Any], status: int = 200) -> flask.Response:
-    response = flask.make_response(flask.jsonify(body), status)
+def signed_out(body: dict[str, Any], status: int = 200) -> Response:
+    response = web.json(body, status)
     _set(response, ACCESS, "", 0, "/")
     _set(response, REFRESH, "", 0, services().settings.refresh_cookie_path)
     return response
 
 
-def set_device_cookie(response: flask.Response, device_id: str) -> None:
+def set_device_cookie(response: Response, device_id: str) -> None:
     from ..core.devices import DEVICE_COOKIE_MAX_AGE
 
     _set(response, DEVICE, device_id, DEVICE_COOKIE_MAX_AGE,

@@ -6,24 +6,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flask
-
 from ..core import audit, email_change, links, recover, users, verify
 from ..core.errors import Problem
 from ..core.models import User, iso_utc
 from ..core.outbox import Outbox, padded
 from ..core.tokens import AccessClaims
-from . import client
+from . import client, web
 from .cookies import services, signed_in, signed_out, user_agent
+from .web import Response
 
 ACCEPTED = "If an account exists for this address, an email is on its way."
 
 
-def _message(text: str, status: int = 200) -> flask.Response:
-    return flask.make_response(flask.jsonify({"message": text}), status)
+def _message(text: str, status: int = 200) -> Response:
+    return web.json({"message": text}, status)
 
 
-def mail_quietly(flow: Callable[[Outbox, str], None], email: str) -> flask.Response:
+def mail_quietly(flow: Callable[[Outbox, str], None], email: str) -> Response:
     """The endpoints that must not reveal whether an account exists: rate limited per address and
     IP, the same 202 whatever happened, answered no sooner than MAIL_RESPONSE_MIN_MS."""
     client.limits().mail_request(client.ip(), email)
@@ -33,7 +32,7 @@ def mail_quietly(flow: Callable[[Outbox, str], None], email: str) -> flask.Respo
     return _message(ACCEPTED, 202)
 
 
-def register(body: dict[str, Any]) -> flask.Response:
+def register(body: dict[str, Any]) -> Response:
     client.limits().registration(client.ip())
     hecate = services()
     settings = hecate.settings
@@ -59,40 +58,40 @@ def register(body: dict[str, Any]) -> flask.Response:
     return signed_in({"message": "Account created.", "user": user.public()}, 201, user, grant)
 
 
-def _created_signed_out(needs_verified_email: bool, user: User) -> flask.Response:
+def _created_signed_out(needs_verified_email: bool, user: User) -> Response:
     # Enumeration-safe registration never signs in: cookies would tell a new account from a
     # taken address, which gets the same answer with an unsaved look-alike user.
     text = ("Account created. Confirm your email address to sign in." if needs_verified_email
             else "Account created. Please sign in.")
-    return flask.make_response(flask.jsonify({"message": text, "user": user.public()}), 201)
+    return web.json({"message": text, "user": user.public()}, 201)
 
 
-def me(token_info: dict[str, Any]) -> flask.Response:
+def me(token_info: dict[str, Any]) -> Response:
     user = users.get(token_info["access"].user_id)
-    return flask.jsonify({"user": user.public()})
+    return web.json({"user": user.public()})
 
 
-def verify_email(body: dict[str, Any]) -> flask.Response:
+def verify_email(body: dict[str, Any]) -> Response:
     user = verify.confirm(body["token"])
-    return flask.jsonify({"message": "Email address confirmed.", "user": user.public()})
+    return web.json({"message": "Email address confirmed.", "user": user.public()})
 
 
-def resend_verification(body: dict[str, Any]) -> flask.Response:
+def resend_verification(body: dict[str, Any]) -> Response:
     return mail_quietly(verify.resend, body["email"])
 
 
-def request_password_reset(body: dict[str, Any]) -> flask.Response:
+def request_password_reset(body: dict[str, Any]) -> Response:
     return mail_quietly(recover.request, body["email"])
 
 
-def reset_password(body: dict[str, Any]) -> flask.Response:
+def reset_password(body: dict[str, Any]) -> Response:
     hecate = services()
     user = recover.reset(hecate.outbox, hecate.sessions, body["token"], body["newPassword"])
     audit.record(audit.PASSWORD_RESET, user_id=user.id)
     return _message("Password changed. Please sign in with your new password.")
 
 
-def change_email(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
+def change_email(token_info: dict[str, Any], body: dict[str, Any]) -> Response:
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)
     users.ensure_enabled(user)
@@ -102,12 +101,12 @@ def change_email(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Resp
                     "your address stays as it is.")
 
 
-def cancel_email_change(body: dict[str, Any]) -> flask.Response:
+def cancel_email_change(body: dict[str, Any]) -> Response:
     email_change.cancel(body["token"])
     return _message("The email change was cancelled.")
 
 
-def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
+def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> Response:
     hecate = services()
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)
@@ -123,7 +122,7 @@ def change_password(token_info: dict[str, Any], body: dict[str, Any]) -> flask.R
     return signed_in({"message": "Password changed."}, 200, user, grant)
 
 
-def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
+def delete(token_info: dict[str, Any], body: dict[str, Any]) -> Response:
     hecate = services()
     user = users.get(token_info["access"].user_id)
     users.ensure_enabled(user)  # a disabled account is kept as it is for the operator
@@ -139,12 +138,12 @@ def delete(token_info: dict[str, Any], body: dict[str, Any]) -> flask.Response:
     return signed_out({"message": "Account deleted."})
 
 
-def activity(token_info: dict[str, Any], limit: int = 20) -> flask.Response:
+def activity(token_info: dict[str, Any], limit: int = 20) -> Response:
     """The caller's recent security events, newest first (an SPA's "recent sign-ins")."""
     claims: AccessClaims = token_info["access"]
     user = users.get(claims.user_id)  # a deleted account: 401, as for GET /user
     events = audit.recent(user.id, limit)
-    return flask.jsonify({"events": [{
+    return web.json({"events": [{
         "event": event.event,
         "time": iso_utc(event.time),
         "ip": event.ip,
