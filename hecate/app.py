@@ -10,16 +10,12 @@ import functools
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-# Connexion imports starlette's test client, hence httpx, at runtime; httpx then imports its
-# command-line module, which pulls rich and pygments wherever they are installed (schemathesis
-# installs them): ≈ 55 ms of cold start for a CLI nobody runs here. Marking that one module as
-# absent makes httpx skip it (it guards the import); httpx itself is unaffected.
-if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+from . import deferred
+
+deferred.import_connexion()  # without the modules it never uses here: see hecate/deferred.py
 
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict

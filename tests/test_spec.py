@@ -5,6 +5,9 @@ instead."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import Service
@@ -12,6 +15,8 @@ from connexion.exceptions import InvalidSpecification
 from connexion.spec import OpenAPISpecification, Specification
 
 from hecate.app import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_shipped_spec_passes_connexions_check() -> None:
@@ -31,3 +36,28 @@ def test_a_started_service_leaves_the_check_in_place(service: Service) -> None:
         OpenAPISpecification._validate_spec(broken)
     with pytest.raises(InvalidSpecification):
         Specification.from_dict(broken)
+
+
+def test_the_app_starts_without_connexions_unused_clients_and_they_still_work() -> None:
+    """Cold start: building the app loads neither requests, httpx nor starlette's test client
+    (hecate/deferred.py); each still works when something asks for it, and is the real module."""
+    code = """
+import os, sys
+os.environ.update(JWT_SECRET="s" * 40, MONGODB_URL="mongodb://127.0.0.1:9/x", LOG_LEVEL="error",
+                  APP_URL="http://localhost:4200", MAIL_TRANSPORT="console")
+from hecate.app import create_app
+app = create_app()
+# type(), not an attribute: any attribute of a lazy module (importlib's _LazyModule) loads it
+print(sorted(m for m in ("requests", "httpx", "starlette.testclient", "urllib3")
+             if m in sys.modules and type(sys.modules[m]).__name__ == "module"))
+client = app.test_client()
+print(type(client).__module__, client.get("/api/.well-known/jwks.json").json())
+import requests, httpx, starlette.testclient
+print(requests.Session.__module__, httpx.Client.__module__, starlette.testclient.TestClient.__name__)
+"""
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                            text=True, check=True, cwd=ROOT)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "[]", lines
+    assert lines[1] == "starlette.testclient {'keys': []}", lines
+    assert lines[2] == "requests.sessions httpx._client TestClient", lines
