@@ -39,9 +39,12 @@ test: install
 
 # Cold start, throughput, latency and memory against real servers it starts itself (SecantusDB,
 # hecate serve, functions-framework, uvicorn with 1 and 2 workers); ≈ 3 minutes. Runs in the run
-# environment plus the gcp extra (httpx, its load generator, comes with connexion), so the cold
-# start is measured without test tools installed.
+# environment plus the gcp extra, so the cold start is measured without test tools installed.
+# The load generator is wrk (Debian), installed here when missing and we may.
 bench: $(VENV)/.installed-gcp
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || \
+	  echo "warning: wrk is missing (apt-get install wrk)"
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
 clean:

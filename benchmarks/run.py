@@ -12,7 +12,10 @@ Starts its own SecantusDB and Hecate processes on free 127.0.0.1 ports and print
       service / floor;
   (d) what verifying one access token costs.
 
-The load generator (asyncio + httpx) runs in another process. Nothing here is asserted: the
+The load generator is wrk (Debian's `wrk`; `make bench` installs it), one thread per connection,
+with a Lua script that keeps each connection's refresh chain: a C client whose own cost per request
+is tens of microseconds, so p50 is the service's latency (the asyncio + httpx client used before
+added ≈ 2 ms to every request, which the floors do not have). Nothing here is asserted: the
 numbers depend on the machine (printed first). Options: --duration S (per cell, default 5),
 --quick (2 s cells, 3 cold starts).
 """
@@ -20,18 +23,19 @@ numbers depend on the machine (printed first). Options: --duration S (per cell, 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import http.client
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -212,67 +216,97 @@ def set_cookies(response: Any) -> dict[str, str]:
     return found
 
 
-async def _load(url: str, scenario: str, concurrency: int, duration: float) -> dict[str, Any]:
+# wrk, one thread per connection, so that each connection keeps its own refresh chain: `setup`
+# hands each thread its session's cookie, `response` takes the rotated refresh cookie (the last
+# Set-Cookie header of the answer, which wrk keeps) for the next request on that connection.
+WRK_SCRIPT = """
+local cookies = {%(cookies)s}
+local given = 0
+function setup(thread)
+  given = given + 1
+  thread:set("cookie", cookies[given])
+end
+function request()
+  return wrk.format("%(method)s", "%(path)s", %(headers)s, %(body)s)
+end
+%(response)s
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, '
+    .. '"errors": %%d}\\n', summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+WRK_ROTATE = """
+function response(status, headers, body)
+  local set = headers["set-cookie"]
+  if status == 200 and set then cookie = set:match("^([^;]+)") end
+end
+"""
+
+
+def _lua(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid Lua string literal for these values
+
+
+def wrk_script(scenario: str, cookies: list[str]) -> str:
+    json_headers = '{["Content-Type"] = "application/json", ["Cookie"] = cookie}'
+    if scenario == "user":
+        method, path, headers, body = "GET", "/api/user", '{["Cookie"] = cookie}', "nil"
+    elif scenario == "refresh":
+        method, path, headers, body = "POST", "/api/auth/refresh", json_headers, _lua("{}")
+    else:
+        method, path, headers, body = ("POST", "/api/auth/login", json_headers,
+                                       _lua(json.dumps({"email": EMAIL, "password": PASSWORD})))
+    return WRK_SCRIPT % {"cookies": ", ".join(_lua(c) for c in cookies), "method": method,
+                         "path": path, "headers": headers, "body": body,
+                         "response": WRK_ROTATE if scenario == "refresh" else ""}
+
+
+def sessions(port: int, count: int) -> list[dict[str, str]]:
+    """Setup, not timed: a session per connection (refresh chains never share one)."""
     import httpx
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    latencies: list[float] = []
-    errors = 0
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        login_body = {"email": EMAIL, "password": PASSWORD}
-        json_headers = {"Content-Type": "application/json"}
-        # Setup (not timed): a session per client; refresh chains never share one.
-        states = []
-        for _ in range(concurrency):
-            response = await http.post("/api/auth/login", json=login_body)
+    found = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        for _ in range(count):
+            response = http.post("/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
             response.raise_for_status()
-            states.append(set_cookies(response))
+            found.append(set_cookies(response))
+    return found
 
-        async def one(state: dict[str, str]) -> bool:
-            if scenario == "user":
-                response = await http.get("/api/user",
-                                          headers={"Cookie": f"access={state['access']}"})
-            elif scenario == "refresh":
-                response = await http.post(
-                    "/api/auth/refresh", content=b"{}",
-                    headers={**json_headers, "Cookie": f"refresh={state['refresh']}"})
-                if response.status_code == 200:
-                    state["refresh"] = set_cookies(response)["refresh"]
-            else:
-                response = await http.post("/api/auth/login", json=login_body)
-            return response.status_code == 200
 
-        warmup_end = time.perf_counter() + min(1.0, duration / 5)
-        end = warmup_end + duration
-
-        async def client(state: dict[str, str]) -> None:
-            nonlocal errors
-            while True:
-                started = time.perf_counter()
-                if started >= end:
-                    return
-                ok = await one(state)
-                finished = time.perf_counter()
-                if started >= warmup_end:
-                    latencies.append(finished - started)
-                    errors += not ok
-
-        cpu = time.process_time()
-        await asyncio.gather(*(client(state) for state in states))
-        cpu = time.process_time() - cpu
-    latencies.sort()
-    count = len(latencies)
-    return {"rps": count / duration, "p50": latencies[count // 2] * 1000 if count else 0,
-            "p99": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else 0,
-            "count": count, "errors": errors,
-            "client_cpu": cpu / (duration + min(1.0, duration / 5))}
+def wrk(port: int, scenario: str, cookies: list[str], seconds: float) -> dict[str, Any]:
+    """One wrk run: each of len(cookies) connections on a thread of its own."""
+    connections = len(cookies)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_script(scenario, cookies))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        out = subprocess.run(
+            [tool("wrk")[0], f"-t{connections}", f"-c{connections}", f"-d{max(seconds, 1):.0f}s",
+             "--timeout", "30s", "-s", script.name, f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(script.name)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["client_cpu_s"] = (after.ru_utime + after.ru_stime
+                              - before.ru_utime - before.ru_stime)
+    return result
 
 
 def load_cell(port: int, scenario: str, concurrency: int, duration: float) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "_load", f"http://127.0.0.1:{port}", scenario,
-         str(concurrency), str(duration)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    """A warm-up run on sessions of its own, then the measured run."""
+    cookie = "refresh" if scenario == "refresh" else "access"
+    states = sessions(port, 2 * concurrency)
+    cookies = [f"{cookie}={state[cookie]}" for state in states]
+    wrk(port, scenario, cookies[:concurrency], min(1.0, duration / 5))
+    run = wrk(port, scenario, cookies[concurrency:], duration)
+    seconds = run["duration_us"] / 1e6
+    return {"rps": run["requests"] / seconds, "p50": run["p50_us"] / 1000,
+            "p99": run["p99_us"] / 1000, "count": run["requests"], "errors": run["errors"],
+            "client_cpu": run["client_cpu_s"] / seconds}
 
 
 def serve_uvicorn(db_url: str, workers: int, duration: float) -> dict[str, Any]:
@@ -403,11 +437,20 @@ def machine() -> str:
                  "libpass", "argon2-cffi", "functions-framework", "secantusdb", "httpx"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{name} {metadata.version(name)}")
+    versions.append(f"wrk {wrk_version()}")
     load = os.getloadavg()
     return (f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}; "
             f"load average before the run {load[0]:.2f}\n"
             f"python {platform.python_version()} on {platform.platform()}\n"
             f"versions: {', '.join(versions)}")
+
+
+def wrk_version() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (`make bench` does)")
+    out = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
+    return (out.stdout or out.stderr).split()[1]
 
 
 def main() -> None:
@@ -435,7 +478,7 @@ def main() -> None:
         served = [serve_uvicorn(db_url, workers, args.duration) for workers in (1, 2)]
 
     print("\n(b) uvicorn --factory hecate.asgi:create; load from a separate process "
-          "(asyncio + httpx), LIMITER_ENABLED=false")
+          "(wrk, a thread per connection), LIMITER_ENABLED=false")
     print("| route | workers | clients | req/s | p50 ms | p99 ms | errors | "
           "service / floor (req/s) | load generator CPU |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -478,11 +521,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_load":
-        _url, _scenario, _concurrency, _duration = sys.argv[2:6]
-        print(json.dumps(asyncio.run(_load(_url, _scenario, int(_concurrency),
-                                           float(_duration)))))
-    elif len(sys.argv) > 1 and sys.argv[1] == "_floor":
+    if len(sys.argv) > 1 and sys.argv[1] == "_floor":
         print(json.dumps(_floor()))
     else:
         main()
