@@ -371,8 +371,9 @@ def _floor() -> dict[str, Any]:
     assert user is not None
     grant = services.sessions.create(user.id, remember=False)
     access, _ = services.tokens.issue_access(str(user.id), grant.session_id, True)
-    refresh = services.tokens.issue_refresh(str(user.id), grant.session_id, grant.jti,
-                                            int(grant.expires_at.timestamp()))
+    refresh = services.tokens.issue_refresh(
+        str(user.id), grant.session_id, grant.jti, int(grant.expires_at.timestamp()),
+        remember=grant.remember, session_expires_at=int(grant.absolute_expires_at.timestamp()))
 
     def timed(work: Any, seconds: float = 2.0) -> float:
         work()  # warm
@@ -394,7 +395,8 @@ def _floor() -> dict[str, Any]:
         found = users.get(claims.user_id)
         services.tokens.issue_access(str(found.id), new.session_id, bool(found.verified))
         state["refresh"] = services.tokens.issue_refresh(
-            str(found.id), new.session_id, new.jti, int(new.expires_at.timestamp()))
+            str(found.id), new.session_id, new.jti, int(new.expires_at.timestamp()),
+            remember=new.remember, session_expires_at=int(new.absolute_expires_at.timestamp()))
         json.dumps({"user": found.public()}, default=str)
 
     def login() -> None:

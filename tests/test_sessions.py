@@ -5,6 +5,7 @@ the Node original."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import Any
 import bcrypt
 import httpx
 import jwt
+import pytest
 from bson import ObjectId
-
 from conftest import PASSWORD, TEST_SECRET, Client, Service, login, parse_set_cookie, register
 
 USER_KEYS = {"id", "username", "email", "verified"}
@@ -228,6 +229,75 @@ def test_remember_me_survives_rotation(service: Service, registered: Client) -> 
         response = refresh(device)
         assert response.status_code == 200, response.text
         _assert_refresh_lifetime(response, WEEK)
+
+
+def _without_session_facts(token: str) -> str:
+    """The same refresh token as an earlier version issued it: no `remember`/`session_exp`."""
+    header = jwt.get_unverified_header(token)
+    body = {k: v for k, v in claims(token).items() if k not in {"remember", "session_exp"}}
+    return jwt.encode(body, TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+
+
+@pytest.mark.parametrize("remember", [True, False])
+def test_refresh_tokens_of_the_previous_version_still_rotate(service: Service, registered: Client,
+                                                            mongo: Any, remember: bool) -> None:
+    """Tokens issued before the session's facts were carried in them (read from the session
+    instead) rotate as before, keep their lifetime, and come back with the facts."""
+    device = service.client()
+    signed = login(device, remember=remember)
+    token = set_cookies(signed)["refresh"]["value"]
+    assert claims(token)["remember"] is remember
+    session = mongo.sessions.find_one({"_id": claims(token)["session"]})
+    assert abs(claims(token)["session_exp"] - session["absoluteExpiresAt"].replace(
+        tzinfo=dt.UTC).timestamp()) < 1
+
+    older = _without_session_facts(token)
+    response = refresh_with(service, older)
+    assert_signed_in(response)
+    _assert_refresh_lifetime(response, WEEK if remember else HOUR)
+    rotated = claims(set_cookies(response)["refresh"]["value"])
+    assert rotated["remember"] is remember and rotated["session_exp"] == claims(token)["session_exp"]
+    # And it was a real rotation: the older token is now reuse (past the grace: a second later).
+    mongo.sessions.update_one({"_id": rotated["session"]},
+                              {"$set": {"rotatedAt": dt.datetime(2000, 1, 1)}})
+    assert problem_code(refresh_with(service, older)) == "token_reused"
+
+
+def test_a_minted_refresh_token_cannot_stretch_its_session(service: Service, registered: Client,
+                                                          mongo: Any) -> None:
+    """Downstream services hold JWT_SECRET. Even with a session's current jti, a token they mint
+    claiming "remember me" and a far session end gets the session's own lifetime and end."""
+    device = service.client()
+    token = set_cookies(login(device, remember=False))["refresh"]["value"]
+    real = claims(token)
+    header = jwt.get_unverified_header(token)
+    minted = jwt.encode({**real, "remember": True, "session_exp": real["session_exp"] + 365 * 86400},
+                        TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+    response = refresh_with(service, minted)
+    assert_signed_in(response)
+    _assert_refresh_lifetime(response, HOUR)
+    rotated = claims(set_cookies(response)["refresh"]["value"])
+    assert rotated["remember"] is False and rotated["session_exp"] == real["session_exp"]
+    stored = mongo.sessions.find_one({"_id": real["session"]})
+    assert stored["remember"] is False
+    assert stored["expiresAt"].replace(tzinfo=dt.UTC).timestamp() <= time.time() + HOUR + 1
+
+
+def test_a_session_ended_or_expired_in_the_database_refuses_its_current_token(
+    service: Service, registered: Client, mongo: Any,
+) -> None:
+    """The facts in the token never stand in for the session: its end and its expiry, as
+    stored, are what count."""
+    device = service.client()
+    token = set_cookies(login(device))["refresh"]["value"]
+    session_id = claims(token)["session"]
+    mongo.sessions.update_one({"_id": session_id},
+                              {"$set": {"expiresAt": dt.datetime(2000, 1, 1)}})
+    assert problem_code(refresh_with(service, token)) == "session_ended"
+
+    token = set_cookies(login(device))["refresh"]["value"]
+    mongo.sessions.delete_one({"_id": claims(token)["session"]})
+    assert problem_code(refresh_with(service, token)) == "session_ended"
 
 
 def test_without_remember_me_the_refresh_cookie_lasts_an_hour(service: Service,

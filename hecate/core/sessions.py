@@ -27,12 +27,15 @@ USER_AGENT_MAX = 256
 
 @dataclass(frozen=True)
 class Grant:
-    """What a session hands out: the refresh token's jti and its expiry."""
+    """What a session hands out: the refresh token's jti and its expiry, and what the session
+    was created with (carried in the refresh token, see Sessions.rotate)."""
 
     session_id: str
     user_id: str
     jti: str
     expires_at: dt.datetime
+    remember: bool
+    absolute_expires_at: dt.datetime
 
 
 def object_id(value: str) -> ObjectId:
@@ -43,7 +46,16 @@ def object_id(value: str) -> ObjectId:
 
 
 def _grant(session: Session) -> Grant:
-    return Grant(session.id, str(session.user_id), session.jti, _aware(session.expires_at))
+    return Grant(session.id, str(session.user_id), session.jti, _aware(session.expires_at),
+                 bool(session.remember), _aware(session.absolute_expires_at))
+
+
+def _find(session_id: str, user_id: ObjectId) -> Session | None:
+    """One session by id and owner: a plain find_one (a queryset's .first() costs ≈ 0.4 ms more
+    per call here, in cursor cloning)."""
+    owner = Session._fields["user_id"].db_field
+    found = Session._get_collection().find_one({"_id": session_id, owner: user_id})
+    return Session._from_son(found) if found is not None else None
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:
@@ -92,28 +104,28 @@ class Sessions:
         reuse is treated as theft and ends the session."""
         user_id = object_id(claims.user_id)
         now = utcnow()
-        session = Session.objects(id=claims.session_id, user_id=user_id).first()
+        if claims.remember is not None and claims.session_expires_at is not None:
+            # What the session was created with comes in the token: swap at once, and read the
+            # session only when the swap does not match (ended, expired, not the current token).
+            # The token's facts are conditions of the swap, never taken on trust: a token minted
+            # with JWT_SECRET (downstream services hold it) cannot stretch a session's lifetime.
+            absolute = dt.datetime.fromtimestamp(claims.session_expires_at, dt.UTC)
+            grant = self._swap(claims, user_id, now, claims.remember, absolute, {
+                "expires_at__gt": now, "remember": claims.remember,
+                "absolute_expires_at__gte": absolute,
+                "absolute_expires_at__lt": absolute + dt.timedelta(seconds=1)})
+            if grant is not None:
+                return grant
+        session = _find(claims.session_id, user_id)
         if session is None or _aware(session.expires_at) <= now:
             raise Problem("session_ended", "This session has ended; please sign in again.")
         if session.jti == claims.jti:
-            new_jti = new_id()
-            expires = min(now + self._lifetime(session.remember),
-                          _aware(session.absolute_expires_at))
-            # The compare-and-swap: an update that matches only while the stored jti is still
-            # the presented one. An update, not a find-and-modify: what the new grant holds is
-            # known here, and SecantusDB (the embedded default) answers findAndModify by a scan
-            # of the collection (≈ 14 ms at 1,000 sessions, against 1.5 ms for this).
-            rotated = Session.objects(id=session.id, jti=claims.jti).update_one(
-                set__jti=new_jti,
-                set__prev_jti=claims.jti,
-                set__rotated_at=now,
-                set__last_used_at=now,
-                set__expires_at=expires,
-            )
-            if rotated:
-                return Grant(session.id, str(session.user_id), new_jti, expires)
+            grant = self._swap(claims, user_id, now, bool(session.remember),
+                               _aware(session.absolute_expires_at))
+            if grant is not None:
+                return grant
             # Another request rotated this token between our read and write.
-            session = Session.objects(id=claims.session_id, user_id=user_id).first()
+            session = _find(claims.session_id, user_id)
             if session is None:
                 raise Problem("session_ended", "This session has ended; please sign in again.")
         rotated_at = _aware(session.rotated_at) if session.rotated_at else None
@@ -131,6 +143,27 @@ class Sessions:
         metrics.refresh_token_reused()
         raise Problem("token_reused",
                       "This refresh token was already used; the session has been ended.")
+
+    def _swap(self, claims: RefreshClaims, user_id: ObjectId, now: dt.datetime, remember: bool,
+              absolute: dt.datetime, condition: dict[str, object] | None = None
+              ) -> Grant | None:
+        """The compare-and-swap: an update that matches only while the stored jti is still the
+        presented one. An update, not a find-and-modify: what the new grant holds is known here,
+        and SecantusDB (the embedded default) answers findAndModify by a scan of the collection
+        (≈ 14 ms at 1,000 sessions, against 1.5 ms for this)."""
+        new_jti = new_id()
+        expires = min(now + self._lifetime(remember), absolute)
+        swapped = Session.objects(id=claims.session_id, user_id=user_id, jti=claims.jti,
+                                  **(condition or {})).update_one(
+            set__jti=new_jti,
+            set__prev_jti=claims.jti,
+            set__rotated_at=now,
+            set__last_used_at=now,
+            set__expires_at=expires,
+        )
+        if not swapped:
+            return None
+        return Grant(claims.session_id, claims.user_id, new_jti, expires, remember, absolute)
 
     def adopt_legacy(self, claims: RefreshClaims, *, user_agent: str = "") -> Grant:
         """A refresh token of the Node deployment: accepted once, if its session id is still

@@ -42,6 +42,10 @@ class RefreshClaims:
     session_id: str
     jti: str | None  # None: a refresh token issued by the Node original
     expires_at: int
+    # What the session was created with (None in tokens of earlier versions and of the Node
+    # original): a rotation then need not read the session first (sessions.Sessions.rotate).
+    remember: bool | None = None
+    session_expires_at: int | None = None
 
 
 def key_id(secret: str) -> str:
@@ -162,7 +166,8 @@ class TokenService:
                             bool(claims.get("verified")))
 
     # Refresh tokens ------------------------------------------------------------------------
-    def issue_refresh(self, user_id: str, session_id: str, jti: str, expires_at: int) -> str:
+    def issue_refresh(self, user_id: str, session_id: str, jti: str, expires_at: int, *,
+                      remember: bool, session_expires_at: int) -> str:
         return self._encode({
             "id": user_id,
             "session": session_id,
@@ -171,6 +176,8 @@ class TokenService:
             "iat": int(time.time()),
             "exp": expires_at,
             "jti": jti,
+            "remember": remember,
+            "session_exp": session_expires_at,
         })
 
     def verify_refresh(self, token: str) -> RefreshClaims:
@@ -187,5 +194,8 @@ class TokenService:
             return RefreshClaims(user_id, session_id, None, int(claims["exp"]))
         if claims.get("iss") != self.settings.jwt_issuer or not isinstance(jti, str):
             raise Problem("invalid_token", "The token was not issued by this service.")
-        return RefreshClaims(user_id, session_id, jti, int(claims["exp"]))
+        remember, session_exp = claims.get("remember"), claims.get("session_exp")
+        if not isinstance(remember, bool) or type(session_exp) is not int:
+            remember, session_exp = None, None
+        return RefreshClaims(user_id, session_id, jti, int(claims["exp"]), remember, session_exp)
 

@@ -53,8 +53,9 @@ def signed_in(body: dict[str, Any], status: int, user: User, grant: Grant) -> Re
     hecate = services()
     access, access_ttl = hecate.tokens.issue_access(str(user.id), grant.session_id,
                                                     bool(user.verified))
-    refresh = hecate.tokens.issue_refresh(str(user.id), grant.session_id, grant.jti,
-                                          int(grant.expires_at.timestamp()))
+    refresh = hecate.tokens.issue_refresh(
+        str(user.id), grant.session_id, grant.jti, int(grant.expires_at.timestamp()),
+        remember=grant.remember, session_expires_at=int(grant.absolute_expires_at.timestamp()))
     refresh_ttl = max(int((grant.expires_at - utcnow()).total_seconds()), 0)
     response = web.json(body, status)
     _set(response, ACCESS, access, access_ttl, "/")
