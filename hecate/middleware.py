@@ -1,6 +1,7 @@
-"""Pure ASGI layers around and inside the Connexion app: the client address behind trusted proxies,
-request id, one structured log line per request, the audit trail's client, security headers, the Swagger UI page's content security policy, the body size limit and
-the CSRF check. Pure ASGI, so they apply however the app is served (uvicorn, FaaS)."""
+"""Pure ASGI layers around and inside the Connexion app: the client address behind trusted
+proxies, request id, one structured log line per request, the audit trail's client, security
+headers, the Swagger UI page's content security policy, the body size limit and the CSRF check.
+Pure ASGI, so they apply however the app is served (uvicorn, FaaS)."""
 
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ class ProxyHeaders:
 
 
 class RequestLog:
-    """Outermost: request id, the log line and security headers, on every answer (CORS
-    preflights and errors included)."""
+    """Outermost (but for ProxyHeaders): request id, the log line and security headers, on every
+    answer (CORS preflights and errors included)."""
 
     def __init__(self, app: Any, services: Services) -> None:
         self.app = app
