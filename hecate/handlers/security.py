@@ -3,6 +3,8 @@ cookie handler that parses the Cookie header leniently."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from connexion.lifecycle import ConnexionRequest
@@ -30,6 +32,13 @@ def refresh_cookie(token: str, request: Any) -> dict[str, Any]:
 class LenientApiKeySecurityHandler(ApiKeySecurityHandler):
     """Connexion's own handler parses cookies with http.cookies.SimpleCookie, which raises (500)
     on an unrelated cookie with an illegal name and hides ours behind a JSON-valued one."""
+
+    @staticmethod
+    @functools.cache
+    def _accepts_kwarg(func: Callable[..., Any], keyword: str) -> bool:
+        """Connexion asks this of the cookie function twice per request, each time through
+        inspect.signature (≈ 5 % of who-am-I's event-loop time); the answer never changes."""
+        return ApiKeySecurityHandler._accepts_kwarg(func, keyword)
 
     @staticmethod
     def get_cookie_value(cookies: str | None, name: str) -> str | None:
