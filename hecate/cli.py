@@ -97,7 +97,7 @@ def serve(settings: Settings) -> int:
               f"  OpenAPI spec: {base}/openapi.json\n"
               f"  Health:       {base}/health", flush=True)
         # proxy_headers off: uvicorn would trust X-Forwarded-For from 127.0.0.1 by itself;
-        # TRUSTED_PROXIES (ProxyFix in create_app) is the one place that decides.
+        # TRUSTED_PROXIES (middleware.ProxyHeaders) is the one place that decides.
         config = uvicorn.Config(app, host=settings.host, port=settings.port,
                                 access_log=False, log_level="warning", lifespan="off",
                                 proxy_headers=False, timeout_graceful_shutdown=20)
