@@ -282,6 +282,16 @@ def test_a_minted_refresh_token_cannot_stretch_its_session(service: Service, reg
     assert stored["remember"] is False
     assert stored["expiresAt"].replace(tzinfo=dt.UTC).timestamp() <= time.time() + HOUR + 1
 
+    # Values no date can hold are ignored like absent ones (the session is read), not a 500.
+    current = set_cookies(response)["refresh"]["value"]
+    for session_exp in (10**20, -5, 2.5, "soon"):
+        odd = jwt.encode({**claims(current), "remember": True, "session_exp": session_exp},
+                         TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+        answer = refresh_with(service, odd)
+        assert_signed_in(answer)
+        _assert_refresh_lifetime(answer, HOUR)
+        current = set_cookies(answer)["refresh"]["value"]
+
 
 def test_a_session_ended_or_expired_in_the_database_refuses_its_current_token(
     service: Service, registered: Client, mongo: Any,

@@ -48,6 +48,10 @@ class RefreshClaims:
     session_expires_at: int | None = None
 
 
+# Beyond it a session end is no date (year 2242); such a claim is ignored, never an error.
+SESSION_EXP_LIMIT = 2**33
+
+
 def key_id(secret: str) -> str:
     """The ``kid`` header of tokens signed with ``secret``: names the key among JWT_SECRET's
     without revealing it (a prefix of a hash of a secret of at least 32 random bytes)."""
@@ -195,7 +199,8 @@ class TokenService:
         if claims.get("iss") != self.settings.jwt_issuer or not isinstance(jti, str):
             raise Problem("invalid_token", "The token was not issued by this service.")
         remember, session_exp = claims.get("remember"), claims.get("session_exp")
-        if not isinstance(remember, bool) or type(session_exp) is not int:
-            remember, session_exp = None, None
+        if (not isinstance(remember, bool) or type(session_exp) is not int
+                or not 0 < session_exp < SESSION_EXP_LIMIT):
+            remember, session_exp = None, None  # the session is read instead
         return RefreshClaims(user_id, session_id, jti, int(claims["exp"]), remember, session_exp)
 
