@@ -109,6 +109,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            # Servers run each request in a task of its own, so the binding would not outlive
+            # it anyway; cleared all the same for any host that reuses one context.
+            audit.unbind()
             count()
             elapsed = time.perf_counter() - started
             log.info(
