@@ -217,8 +217,8 @@ def create_app(settings: Settings | None = None) -> HecateApp:
     # the client address behind trusted proxies (only hops we were told about may set it; a
     # client's own X-Forwarded-For could dodge or reset the IP limits), the request log, the
     # audit trail's client and the headers (on every answer, preflights included), the Swagger
-    # UI page's policy, then CORS (so error answers carry CORS headers and an SPA can read them; preflights
-    # are answered here), then the body limit.
+    # UI page's policy, then CORS (so error answers carry CORS headers and an SPA can read them;
+    # preflights are answered here), then the body limit.
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION,
                            hops=settings.trusted_proxies)

@@ -48,12 +48,11 @@ class ProxyHeaders:
                     forwarded_for += [v.strip() for v in value.decode("latin-1").split(",")]
                 elif name == b"x-forwarded-proto":
                     proto = value.decode("latin-1").rsplit(",", 1)[-1].strip().lower()
+            scope = dict(scope)
             if len(forwarded_for) >= self.hops and forwarded_for[-self.hops]:
-                scope = dict(scope)
                 port = scope["client"][1] if scope.get("client") else 0
                 scope["client"] = (forwarded_for[-self.hops], port)
             if proto in {"http", "https"}:
-                scope = dict(scope)
                 scope["scheme"] = proto
         await self.app(scope, receive, send)
 
@@ -71,16 +70,17 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         scope["hecate"] = self.services
+        headers = dict(scope.get("headers") or [])
         # Audit events recorded while serving the request carry its client; the thread pool
         # that runs the handlers copies this context.
         client = scope.get("client")
         audit.bind(client[0] if client else None,
-                   dict(scope.get("headers") or []).get(b"user-agent", b"").decode("latin-1"))
+                   headers.get(b"user-agent", b"").decode("latin-1"))
         # Connexion's routing records the operation in a shallow copy of the scope: a dict put
         # here first is shared with that copy, so the operation can be read back below.
         extensions = scope.setdefault("extensions", {})
         started = time.perf_counter()
-        offered = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        offered = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
         status = 0
         counted = False

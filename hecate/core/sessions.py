@@ -16,7 +16,7 @@ from mongoengine.queryset.visitor import Q
 
 from . import audit, metrics
 from .errors import Problem
-from .models import Session, User, utcnow
+from .models import Session, User, aware_utc, find_document, utcnow
 from .settings import Settings
 from .tokens import RefreshClaims, new_id
 
@@ -46,20 +46,14 @@ def object_id(value: str) -> ObjectId:
 
 
 def _grant(session: Session) -> Grant:
-    return Grant(session.id, str(session.user_id), session.jti, _aware(session.expires_at),
-                 bool(session.remember), _aware(session.absolute_expires_at))
+    return Grant(session.id, str(session.user_id), session.jti, aware_utc(session.expires_at),
+                 bool(session.remember), aware_utc(session.absolute_expires_at))
 
 
 def _find(session_id: str, user_id: ObjectId) -> Session | None:
-    """One session by id and owner: a plain find_one (a queryset's .first() costs ≈ 0.4 ms more
-    per call here, in cursor cloning)."""
-    owner = Session._fields["user_id"].db_field
-    found = Session._get_collection().find_one({"_id": session_id, owner: user_id})
-    return Session._from_son(found) if found is not None else None
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    """One session by id and owner."""
+    return find_document(Session, {"_id": session_id,
+                                   Session._fields["user_id"].db_field: user_id})
 
 
 class Sessions:
@@ -117,18 +111,18 @@ class Sessions:
             if grant is not None:
                 return grant
         session = _find(claims.session_id, user_id)
-        if session is None or _aware(session.expires_at) <= now:
+        if session is None or aware_utc(session.expires_at) <= now:
             raise Problem("session_ended", "This session has ended; please sign in again.")
         if session.jti == claims.jti:
             grant = self._swap(claims, user_id, now, bool(session.remember),
-                               _aware(session.absolute_expires_at))
+                               aware_utc(session.absolute_expires_at))
             if grant is not None:
                 return grant
             # Another request rotated this token between our read and write.
             session = _find(claims.session_id, user_id)
             if session is None:
                 raise Problem("session_ended", "This session has ended; please sign in again.")
-        rotated_at = _aware(session.rotated_at) if session.rotated_at else None
+        rotated_at = aware_utc(session.rotated_at) if session.rotated_at else None
         if (
             session.prev_jti == claims.jti
             and rotated_at is not None
@@ -187,7 +181,7 @@ class Sessions:
             alive = User.objects(id=user_id, sessions=claims.session_id).first() is not None
         else:
             session = Session.objects(id=claims.session_id, user_id=user_id).first()
-            alive = (session is not None and _aware(session.expires_at) > utcnow()
+            alive = (session is not None and aware_utc(session.expires_at) > utcnow()
                      and claims.jti in {session.jti, session.prev_jti})
         if not alive:
             raise Problem("session_ended", "This session has ended; please sign in again.")

@@ -15,14 +15,13 @@ from .cookies import (
     DEVICE,
     REFRESH,
     read_cookie,
-    services,
     set_device_cookie,
     signed_in,
     signed_out,
     user_agent,
 )
 from .user import mail_quietly
-from .web import Response
+from .web import Response, services
 
 log = logging.getLogger("hecate.auth")
 

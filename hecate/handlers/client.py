@@ -4,11 +4,10 @@ so) and the rate limits to charge."""
 from __future__ import annotations
 
 from ..core.limits import RateLimits
-from .web import client_ip, services
+from .web import client_ip as ip
+from .web import services
 
-
-def ip() -> str | None:
-    return client_ip()
+__all__ = ["ip", "limits"]
 
 
 def limits() -> RateLimits:

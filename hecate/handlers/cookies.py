@@ -14,10 +14,6 @@ REFRESH = "refresh"
 DEVICE = "device"  # rate limiting only (core/devices.py): no session, no token
 
 
-__all__ = ["ACCESS", "DEVICE", "REFRESH", "read_cookie", "services", "set_device_cookie",
-           "signed_in", "signed_out", "user_agent"]
-
-
 def user_agent() -> str:
     return web.header("User-Agent")
 

@@ -12,8 +12,8 @@ from ..core.models import User, iso_utc
 from ..core.outbox import Outbox, padded
 from ..core.tokens import AccessClaims
 from . import client, web
-from .cookies import services, signed_in, signed_out, user_agent
-from .web import Response
+from .cookies import signed_in, signed_out, user_agent
+from .web import Response, services
 
 ACCEPTED = "If an account exists for this address, an email is on its way."
 
