@@ -231,11 +231,17 @@ def test_remember_me_survives_rotation(service: Service, registered: Client) -> 
         _assert_refresh_lifetime(response, WEEK)
 
 
+def _resigned(token: str, drop: tuple[str, ...] = (), **changes: Any) -> str:
+    """``token`` with claims changed or dropped, signed again with JWT_SECRET and its kid (as a
+    service holding the secret could)."""
+    body = {k: v for k, v in claims(token).items() if k not in drop}
+    return jwt.encode({**body, **changes}, TEST_SECRET, algorithm="HS256",
+                      headers={"kid": jwt.get_unverified_header(token)["kid"]})
+
+
 def _without_session_facts(token: str) -> str:
     """The same refresh token as an earlier version issued it: no `remember`/`session_exp`."""
-    header = jwt.get_unverified_header(token)
-    body = {k: v for k, v in claims(token).items() if k not in {"remember", "session_exp"}}
-    return jwt.encode(body, TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+    return _resigned(token, drop=("remember", "session_exp"))
 
 
 @pytest.mark.parametrize("remember", [True, False])
@@ -270,9 +276,7 @@ def test_a_minted_refresh_token_cannot_stretch_its_session(service: Service, reg
     device = service.client()
     token = set_cookies(login(device, remember=False))["refresh"]["value"]
     real = claims(token)
-    header = jwt.get_unverified_header(token)
-    minted = jwt.encode({**real, "remember": True, "session_exp": real["session_exp"] + 365 * 86400},
-                        TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+    minted = _resigned(token, remember=True, session_exp=real["session_exp"] + 365 * 86400)
     response = refresh_with(service, minted)
     assert_signed_in(response)
     _assert_refresh_lifetime(response, HOUR)
@@ -285,8 +289,7 @@ def test_a_minted_refresh_token_cannot_stretch_its_session(service: Service, reg
     # Values no date can hold are ignored like absent ones (the session is read), not a 500.
     current = set_cookies(response)["refresh"]["value"]
     for session_exp in (10**20, -5, 2.5, "soon"):
-        odd = jwt.encode({**claims(current), "remember": True, "session_exp": session_exp},
-                         TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+        odd = _resigned(current, remember=True, session_exp=session_exp)
         answer = refresh_with(service, odd)
         assert_signed_in(answer)
         _assert_refresh_lifetime(answer, HOUR)
