@@ -34,6 +34,8 @@ from .settings import Settings
 
 log = logging.getLogger("hecate.limits")
 
+INCR_ATTEMPTS = 4
+
 
 def client_key(ip: str | None) -> str:
     """IPv4 as is, IPv6 grouped by /64 (one host usually owns the whole /64)."""
@@ -120,11 +122,16 @@ class RateLimits:
     def _hit(self, item: RateLimitItem, *keys: str) -> Counter:
         counter = Counter(item, keys)
         try:
-            count = self.storage.incr(counter.key, item.get_expiry(), amount=1)
-            if not count:
-                # SecantusDB can answer an upsert racing a delete with nothing: count again
-                # rather than let the attempt through uncounted.
+            # limits' incr answers 0 when the store returned no document: SecantusDB can do so
+            # for an upsert racing a delete (a success clearing the same counter), and under a
+            # burst of sign-ins on one account that can happen twice in a row. Count again (a
+            # retry may charge twice: stricter, never looser) rather than let the attempt
+            # through uncounted; after INCR_ATTEMPTS, fail closed with 503.
+            count = 0
+            for _ in range(INCR_ATTEMPTS):
                 count = self.storage.incr(counter.key, item.get_expiry(), amount=1)
+                if count:
+                    break
             counter.count = int(count)
             counter.reset_at = float(self.storage.get_expiry(counter.key))
             if not self._expiry_indexed:
